@@ -1,0 +1,1 @@
+"""embtune_faiss: placeholder package; filled by a later step."""

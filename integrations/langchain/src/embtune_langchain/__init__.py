@@ -1,0 +1,1 @@
+"""embtune_langchain: placeholder package; filled by a later step."""

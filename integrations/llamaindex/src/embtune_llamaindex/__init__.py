@@ -1,0 +1,1 @@
+"""embtune_llamaindex: placeholder package; filled by a later step."""

@@ -1,0 +1,34 @@
+"""embtune: fine-tune embedding models on your own documents, fast, and prove retrieval got better.
+
+The public API is imported lazily so that ``embtune --help`` and ``import embtune`` stay quick::
+
+    from embtune import FastSentenceTransformer, train, TrainConfig, evaluate_retrieval, load_beir
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "FastSentenceTransformer": "embtune.models",
+    "train": "embtune.train",
+    "TrainConfig": "embtune.train",
+    "TrainResult": "embtune.train",
+    "evaluate_retrieval": "embtune.eval",
+    "load_beir": "embtune.data",
+    "load_pairs": "embtune.data",
+    "get_loss": "embtune.losses",
+    "EmbtuneError": "embtune.errors",
+}
+__all__ = [*_EXPORTS, "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the public name ``name`` from its module on first use."""
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'embtune' has no attribute {name!r}")

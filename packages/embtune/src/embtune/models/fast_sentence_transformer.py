@@ -1,0 +1,224 @@
+"""`FastSentenceTransformer`: a `sentence_transformers.SentenceTransformer` that loads, adapts and saves fast.
+
+It *is* an ST model: ``encode``, ``encode_query``, ``encode_document``, ``similarity``, ST's trainer,
+losses and evaluators all work on it unchanged. On top it adds the loading rules of
+`embtune.models.loading` (bf16 frozen weights where the CPU/GPU runs bf16 fast, safetensors only,
+pooling chosen per architecture, decoder instructions), LoRA/QLoRA through PEFT, a merged save that
+is a plain ST folder, and atomic folder writes.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from typing import Any
+
+import torch
+from sentence_transformers import SentenceTransformer
+
+from embtune.device import default_device, resolve_dtype
+from embtune.errors import ConfigError
+from embtune.models import loading
+from embtune.models.architectures import family_of, instruction_prompt, lora_target_modules
+from embtune.models.merging import merged_transformer
+from embtune.utils.atomic import atomic_dir
+
+logger = logging.getLogger("embtune")
+
+
+class FastSentenceTransformer(SentenceTransformer):
+    """A SentenceTransformer with embtune's loaders, PEFT adapters and merged/atomic saving."""
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model_name_or_path: str | os.PathLike,
+        max_seq_length: int | None = None,
+        dtype: torch.dtype | str | None = None,
+        load_in_4bit: bool = False,
+        full_finetuning: bool = False,
+        for_inference: bool = False,
+        pooling: str | None = None,
+        trust_remote_code: bool = False,
+        *,
+        device: str | torch.device | None = None,
+        allow_pickle: bool = False,
+        instruction: str | None = None,
+    ) -> "FastSentenceTransformer":
+        """Load a model from an ST folder, a plain HF folder/hub id, or an adapter folder.
+
+        Args:
+            model_name_or_path: folder or hub id (adapter folders load their base + the adapter).
+            max_seq_length: truncate inputs to this many tokens (default: the model's own).
+            dtype: dtype of the frozen weights; None/"auto" means bf16 where the device runs bf16
+                matmuls fast (AMX/AVX512-bf16 CPUs, CUDA), else fp32. Full fine-tuning defaults to fp32.
+            load_in_4bit: QLoRA: quantise linear layers to bitsandbytes nf4.
+            full_finetuning: make every weight trainable (no adapter).
+            for_inference: eval mode, no gradients, adapters merged into the weights in memory.
+            pooling: override pooling ("mean", "cls", "lasttoken", "max"); default from the folder,
+                or mean for encoders / last token for decoders when the folder has no ST config.
+            trust_remote_code: allow custom modelling code from the folder/hub (off by default).
+            device: "cpu", "cuda", ... (default: CUDA when available).
+            allow_pickle: allow ``.bin`` pickle weights (refused by default).
+            instruction: for decoder embedders, the task put before queries as
+                ``"Instruct: {instruction}\\nQuery: "``.
+        Returns:
+            A FastSentenceTransformer on ``device``.
+        """
+        if full_finetuning and load_in_4bit:
+            raise ConfigError("full_finetuning and load_in_4bit exclude each other (4-bit weights cannot be "
+                              "trained); use QLoRA (load_in_4bit + get_peft_model) or full fine-tuning")
+        device = torch.device(device) if device is not None else default_device()
+        if dtype is None and full_finetuning:
+            dtype = torch.float32
+        torch_dtype = resolve_dtype(dtype, device)
+        source = loading.inspect_source(model_name_or_path)
+        if source.is_local:
+            loading.check_safe_weights(source.path, allow_pickle)
+        family = family_of(loading.read_model_type(source, trust_remote_code))
+        model_kwargs = loading.model_kwargs_for(torch_dtype, device, load_in_4bit, allow_pickle)
+
+        if source.is_sentence_transformer or (source.is_adapter and source.is_local
+                                                and os.path.isfile(os.path.join(source.path, "modules.json"))):
+            model = cls(source.path, device=str(device), trust_remote_code=trust_remote_code,
+                        model_kwargs=model_kwargs)
+        else:
+            path = loading.adapter_base_path(source) if source.is_adapter else source.path
+            modules = loading.build_modules_for_plain_model(path, family, model_kwargs, max_seq_length,
+                                                            trust_remote_code)
+            model = cls(modules=modules, device=str(device), prompts=loading.default_prompts(family))
+            if source.is_adapter:
+                model.load_adapter(source.path)
+        model._configure_family(family, max_seq_length, pooling, instruction)
+        if full_finetuning:
+            for param in model.parameters():
+                param.requires_grad_(True)
+        else:
+            for param in model.parameters():
+                param.requires_grad_(False)
+        if for_inference:
+            model._prepare_for_inference()
+        return model
+
+    def _configure_family(self, family, max_seq_length: int | None, pooling: str | None,
+                          instruction: str | None) -> None:
+        """Apply sequence length, pooling override and decoder tokenizer rules after loading."""
+        self._embtune_family = family
+        if max_seq_length is not None:
+            self.max_seq_length = max_seq_length
+        if pooling is not None:
+            loading.set_pooling_mode(self, pooling)
+        if family.kind == "decoder":
+            tokenizer = self.tokenizer
+            tokenizer.padding_side = family.padding_side
+            if tokenizer.pad_token is None:
+                tokenizer.pad_token = tokenizer.eos_token
+            loading.ensure_eos_appended(tokenizer)
+            if instruction is not None:
+                self.prompts["query"] = instruction_prompt(instruction)
+        elif instruction is not None:
+            self.prompts["query"] = instruction
+
+    @property
+    def hf_model(self) -> torch.nn.Module:
+        """The Hugging Face model inside the first (Transformer) module."""
+        return self[0].auto_model
+
+    def _prepare_for_inference(self) -> None:
+        """Eval mode, no gradients; LoRA layers merged in memory where the base is not quantised."""
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        if not getattr(self.hf_model, "is_loaded_in_4bit", False):
+            for module in self.hf_model.modules():
+                if isinstance(module, BaseTunerLayer) and not module.merged:
+                    module.merge(safe_merge=True)
+        self.eval()
+        for param in self.parameters():
+            param.requires_grad_(False)
+
+    @staticmethod
+    def get_peft_model(
+        model: "FastSentenceTransformer",
+        r: int = 16,
+        lora_alpha: int = 32,
+        lora_dropout: float = 0.0,
+        target_modules: str | list[str] = "all-linear",
+        bias: str = "none",
+        use_rslora: bool = False,
+        random_state: int = 3407,
+        **lora_kwargs: Any,
+    ) -> "FastSentenceTransformer":
+        """Attach a PEFT LoRA adapter (QLoRA when the model was loaded in 4-bit) and return the model.
+
+        ``target_modules="all-linear"`` resolves to every linear layer of the transformer body for the
+        model's architecture (see `lora_target_modules`); a list of names is used as given. Only the
+        LoRA weights are trainable afterwards (held in fp32; the frozen base keeps its dtype).
+        Extra keyword arguments go to ``peft.LoraConfig`` (e.g. ``layers_to_transform``).
+        """
+        from peft import LoraConfig, TaskType, prepare_model_for_kbit_training
+
+        if r <= 0 or lora_alpha <= 0:
+            raise ConfigError(f"LoRA needs r > 0 and lora_alpha > 0 (got r={r}, lora_alpha={lora_alpha})")
+        hf = model[0].auto_model
+        if getattr(hf, "is_loaded_in_4bit", False):
+            prepare_model_for_kbit_training(hf, use_gradient_checkpointing=False)
+            loading.keep_4bit_layers_trainable(hf)
+        targets = lora_target_modules(hf, target_modules)
+        config = LoraConfig(task_type=TaskType.FEATURE_EXTRACTION, r=r, lora_alpha=lora_alpha,
+                            lora_dropout=lora_dropout, target_modules=targets, bias=bias,
+                            use_rslora=use_rslora, **lora_kwargs)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(random_state)
+            model.add_adapter(config)
+        for name, param in model.named_parameters():
+            if "lora_" in name:
+                param.data = param.data.float()
+                param.requires_grad_(True)
+            else:
+                param.requires_grad_(False)
+        return model
+
+    def has_adapter(self) -> bool:
+        """True when a PEFT adapter is attached to the transformer."""
+        return bool(getattr(self.hf_model, "_hf_peft_config_loaded", False))
+
+    def save(self, path: str, *args: Any, **kwargs: Any) -> None:
+        """ST's save (adapter-only when a LoRA adapter is attached), written atomically to ``path``."""
+        with atomic_dir(path) as tmp:
+            super().save(str(tmp), *args, **kwargs)
+
+    def save_pretrained_merged(self, path: str | os.PathLike, *, create_model_card: bool = True) -> None:
+        """Write the full model with the adapter merged in: a plain ST folder any ST install loads.
+
+        The merge reloads the base weights in fp32 (dequantising them for QLoRA), applies the adapter
+        with PEFT's ``merge_and_unload(safe_merge=True)`` (non-finite results raise), and saves
+        ``model.safetensors``, tokenizer, pooling and prompts atomically. Without an adapter this is
+        a full save.
+        """
+        if not self.has_adapter():
+            self.save(_str(path), create_model_card=create_model_card)
+            return
+        transformer = self[0]
+        live = transformer.model
+        transformer.model = merged_transformer(live)
+        try:
+            self.save(_str(path), create_model_card=create_model_card)
+        finally:
+            transformer.model = live
+
+    def push_to_hub_merged(self, repo_id: str, token: str | None = None, private: bool | None = None,
+                           commit_message: str = "Upload merged embtune model") -> str:
+        """Save the merged model to a temporary folder and upload it to the Hub; returns the repo URL."""
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+        url = api.create_repo(repo_id, private=private, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = os.path.join(tmp, "model")
+            self.save_pretrained_merged(folder)
+            api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message)
+        return str(url)
+
+
+def _str(path: str | os.PathLike) -> str:
+    return os.fspath(path)

