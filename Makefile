@@ -7,6 +7,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.embtune-installed
 TORCH   ?= torch==2.13.0
 DEMO_OUT ?= runs/demo
+DEMO_ARGS ?=
 export HF_HUB_OFFLINE = 1
 export TOKENIZERS_PARALLELISM = false
 
@@ -22,7 +23,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python examples/scifact_lora.py --out $(DEMO_OUT)
+	$(BIN)/python examples/scifact_finetune.py --out $(DEMO_OUT) $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests -q -m "not slow" -p no:cacheprovider

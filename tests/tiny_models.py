@@ -41,13 +41,17 @@ def sample_texts(n: int = 200) -> list[str]:
     return texts
 
 
-def _config(family: str, vocab_size: int):
+def _config(family: str, vocab_size: int, hidden_size: int = 64, dropout: float | None = None):
     from transformers import (BertConfig, DistilBertConfig, ModernBertConfig, MPNetConfig, Qwen3Config,
                               XLMRobertaConfig)
 
-    # hidden 64: bitsandbytes packs nf4 for CPU in blocks of 64 input features, so QLoRA needs >= 64.
-    small = dict(num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, hidden_size=64)
+    # hidden 64 by default: bitsandbytes packs nf4 for CPU in blocks of 64 input features, so QLoRA
+    # needs >= 64.
+    small = dict(num_hidden_layers=2, num_attention_heads=2, intermediate_size=2 * hidden_size,
+                 hidden_size=hidden_size)
     if family == "bert":
+        if dropout is not None:
+            small.update(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
         return BertConfig(vocab_size=vocab_size, max_position_embeddings=128, **small)
     if family == "distilbert":
         return DistilBertConfig(vocab_size=vocab_size, dim=64, hidden_dim=128, n_layers=2, n_heads=2,
@@ -83,15 +87,66 @@ def _bpe_tokenizer():
                                    model_max_length=256)
 
 
-def build_tiny_hf(folder: str | Path, family: str = "bert", seed: int = 0) -> str:
-    """Write a tiny random-init ``family`` model + tokenizer to ``folder`` (plain HF layout); return it."""
+def build_tiny_hf(folder: str | Path, family: str = "bert", seed: int = 0, hidden_size: int = 64,
+                  dropout: float | None = None) -> str:
+    """Write a tiny random-init ``family`` model + tokenizer to ``folder`` (plain HF layout); return it.
+
+    The weights depend only on ``family``, ``seed`` and ``hidden_size``: ``dropout`` (BERT only)
+    changes the config, not the initial weights.
+    """
     from transformers import AutoModel, AutoTokenizer
 
     folder = Path(folder)
     tokenizer = _bpe_tokenizer() if family == "qwen3" else AutoTokenizer.from_pretrained(minilm_path())
-    config = _config(family, len(tokenizer))
+    config = _config(family, len(tokenizer), hidden_size=hidden_size, dropout=dropout)
     torch.manual_seed(seed)
     model = AutoModel.from_config(config)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return str(folder)
+
+
+DECODER_FAMILIES = ("qwen3",)
+LORA_TARGETS = {"bert": ["query", "key", "value", "dense"], "qwen3": ["q_proj", "k_proj", "v_proj", "o_proj"]}
+
+
+def tiny_backbone(tmp_path: Path, family: str = "bert", seed: int = 0) -> Path:
+    """Folder of the tiny ``family`` backbone under ``tmp_path`` (written on first use, then reused)."""
+    folder = Path(tmp_path) / f"tiny-{family}-{seed}"
+    if not (folder / "config.json").exists():
+        build_tiny_hf(folder, family, seed=seed)
+    return folder
+
+
+def build_tiny_st(tmp_path: Path, family: str = "bert", *, max_seq_length: int = 64, lora: bool = False,
+                  lora_r: int = 4, prompts: dict[str, str] | None = None, seed: int = 0,
+                  padding_side: str | None = None):
+    """Build a tiny SentenceTransformer on CPU; returns the model.
+
+    ``tmp_path``: folder that holds (or receives) the saved backbone. ``family``: one of
+    ``tiny_models.FAMILIES``; decoders get last-token pooling, encoders mean pooling. ``lora=True``
+    attaches a PEFT LoRA adapter (r=``lora_r``, alpha=2r, on the attention/dense projections) with
+    ``model.add_adapter``, after which only LoRA parameters require grad; its random init is fixed by
+    ``seed``. ``prompts`` goes to SentenceTransformer (e.g. ``{"query": "q: ", "document": "d: "}``).
+    ``padding_side`` overrides the tokenizer's ("left" to exercise left padding).
+    """
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+
+    folder = tiny_backbone(tmp_path, family, seed)
+    transformer = Transformer(str(folder), max_seq_length=max_seq_length)
+    if padding_side is not None:
+        transformer.tokenizer.padding_side = padding_side
+    pooling = "lasttoken" if family in DECODER_FAMILIES else "mean"
+    model = SentenceTransformer(modules=[transformer, Pooling(transformer.get_embedding_dimension(), pooling),
+                                         Normalize()], device="cpu", prompts=prompts)
+    if lora:
+        from peft import LoraConfig
+
+        targets = LORA_TARGETS.get(family)
+        if targets is None:
+            raise ValueError(f"no LoRA targets known for family {family!r}")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed + 1)
+            model.add_adapter(LoraConfig(r=lora_r, lora_alpha=2 * lora_r, target_modules=targets))
+    return model

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,11 +11,10 @@ import torch.nn.functional as F
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tiny_models import FAMILIES, build_tiny_hf, minilm_path  # noqa: E402
+from tiny_models import FAMILIES, build_tiny_hf, minilm_path
 
-from embtune import FastSentenceTransformer  # noqa: E402
-from embtune.errors import ConfigError, ModelLoadError  # noqa: E402
+from embtune import FastSentenceTransformer
+from embtune.errors import ConfigError, ModelLoadError
 
 QUERIES = ["what makes proteins fold", "how do cells divide", "is coffee bad for the heart",
            "which gene controls eye colour"]

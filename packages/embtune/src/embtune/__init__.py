@@ -13,9 +13,9 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "FastSentenceTransformer": "embtune.models",
-    "train": "embtune.train",
-    "TrainConfig": "embtune.train",
-    "TrainResult": "embtune.train",
+    "train": "embtune.training",
+    "TrainConfig": "embtune.training",
+    "TrainResult": "embtune.training",
     "evaluate_retrieval": "embtune.eval",
     "load_beir": "embtune.data",
     "load_pairs": "embtune.data",

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from embtune.errors import ModelLoadError
-from embtune.models.architectures import DEFAULT_QUERY_TASK, Family, family_of, instruction_prompt
+from embtune.models.architectures import DEFAULT_QUERY_TASK, Family, instruction_prompt
 
 logger = logging.getLogger("embtune")
 

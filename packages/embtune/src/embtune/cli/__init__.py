@@ -1,0 +1,56 @@
+"""The ``embtune`` command line: one click group, one module per command.
+
+User mistakes (`embtune.errors.EmbtuneError`) print one line and exit with code 2; ``--debug``
+shows the traceback instead. Commands parse options and call one library function each.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+import click
+
+from embtune import __version__
+from embtune.errors import EmbtuneError
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+class EmbtuneGroup(click.Group):
+    """A click group that turns EmbtuneError into a one-line message and exit code 2."""
+
+    def invoke(self, ctx: click.Context):
+        """Run the subcommand; on EmbtuneError print ``embtune: error: …`` and exit 2 (unless --debug)."""
+        try:
+            return super().invoke(ctx)
+        except EmbtuneError as exc:
+            if ctx.params.get("debug"):
+                raise
+            click.echo(f"embtune: error: {exc}", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=EmbtuneGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="embtune")
+@click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
+@click.option("-v", "--verbose", is_flag=True, help="Log what embtune decides (dtype, pooling, targets).")
+def main(debug: bool, verbose: bool) -> None:
+    """Fine-tune an embedding model on your documents and prove retrieval got better."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
+    if not verbose:
+        # bitsandbytes warns at import that an optional hub-fetched CPU kernel is absent; offline
+        # that is expected and says nothing about the user's run.
+        logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+
+
+def _register() -> None:
+    from embtune.cli.eval_cmd import eval_command
+    from embtune.cli.merge_cmd import merge_command
+    from embtune.cli.train_cmd import train_command
+
+    main.add_command(train_command)
+    main.add_command(eval_command)
+    main.add_command(merge_command)
+
+
+_register()

@@ -1,0 +1,78 @@
+"""Line readers shared by the data loaders: UTF-8 checked line by line, errors name file and line.
+
+Files are read in binary and decoded one physical line at a time, so a corpus of any size streams
+and a bad byte is reported with its 1-based line number instead of a bare ``UnicodeDecodeError``.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+from embtune.errors import DataFormatError
+
+
+def require_file(path: str | os.PathLike) -> Path:
+    """Return ``path`` as a Path; DataFormatError naming it if it is missing, not a file, or empty."""
+    path = Path(path)
+    if not path.exists():
+        raise DataFormatError("file does not exist", path=path)
+    if not path.is_file():
+        raise DataFormatError("is not a file", path=path)
+    if path.stat().st_size == 0:
+        raise DataFormatError("file is empty", path=path)
+    return path
+
+
+def iter_lines(path: str | os.PathLike, keep_ends: bool = False) -> Iterator[tuple[int, str]]:
+    """Yield ``(line_number, text)`` for every physical line of a UTF-8 file (1-based numbers).
+
+    A UTF-8 byte-order mark on the first line is dropped. Line endings (``\\n`` or ``\\r\\n``) are
+    removed unless ``keep_ends`` (the CSV reader needs them for quoted multi-line fields). Bytes that
+    are not UTF-8 raise DataFormatError naming the file and line.
+    """
+    path = Path(path)
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataFormatError(
+                    f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})",
+                    path=path,
+                    line=number,
+                ) from None
+            if number == 1 and text.startswith("\ufeff"):
+                text = text[1:]
+            if not keep_ends:
+                text = text.rstrip("\r\n")
+            yield number, text
+
+
+def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_number, object)`` for every non-blank line of a JSONL file.
+
+    Blank lines are skipped. A line that is not valid JSON, or is JSON but not an object, raises
+    DataFormatError naming the file and line. A file with no record at all raises DataFormatError
+    naming the file.
+    """
+    path = require_file(path)
+    seen = 0
+    for number, text in iter_lines(path):
+        if not text.strip():
+            continue
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataFormatError(
+                f"invalid JSON ({exc.msg} at column {exc.colno})", path=path, line=number
+            ) from None
+        if not isinstance(obj, dict):
+            raise DataFormatError(
+                f"expected a JSON object per line, got {type(obj).__name__}", path=path, line=number
+            )
+        seen += 1
+        yield number, obj
+    if seen == 0:
+        raise DataFormatError("file has no records (only blank lines)", path=path)

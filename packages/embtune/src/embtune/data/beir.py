@@ -1,0 +1,192 @@
+"""Load a BEIR-format folder: ``corpus.jsonl``, ``queries.jsonl`` and ``qrels/<split>.tsv``.
+
+Layout (as published by BEIR and MTEB)::
+
+    folder/corpus.jsonl     {"_id": "4983", "title": "...", "text": "..."}   one document per line
+    folder/queries.jsonl    {"_id": "1", "text": "..."}                       one query per line
+    folder/qrels/test.tsv   query-id <TAB> corpus-id <TAB> score              header line optional
+
+A document's text is ``(title + " " + text).strip()`` as in BEIR/MTEB. Every problem (bad JSON, a
+missing ``_id``/``text``, a duplicate id, a qrels line with the wrong column count, a non-integer
+score, or naming a query or document that does not exist) raises DataFormatError naming the file and
+line; nothing is dropped silently. Documents may be empty (some BEIR corpora have such entries);
+queries may not.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from embtune.data._io import iter_jsonl, iter_lines, require_file
+from embtune.errors import DataFormatError
+
+_HEADER_NAMES = ({"query-id", "query_id", "qid"}, {"corpus-id", "corpus_id", "doc-id", "doc_id", "docid"})
+
+
+@dataclass
+class BeirData:
+    """A BEIR dataset in memory.
+
+    ``corpus`` maps doc id → text (title and body joined), ``titles`` doc id → title, ``queries``
+    query id → text, ``qrels`` split name → {query id → {doc id → integer score}}. A document counts
+    as relevant to a query when its score is >= 1.
+    """
+
+    folder: Path
+    corpus: dict[str, str]
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, dict[str, int]]]
+    titles: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def splits(self) -> list[str]:
+        """Names of the qrels splits found (sorted), e.g. ``["dev", "test", "train"]``."""
+        return sorted(self.qrels)
+
+    def split_qrels(self, split: str) -> dict[str, dict[str, int]]:
+        """Return ``{query id: {doc id: score}}`` of one split; DataFormatError if it does not exist."""
+        if split not in self.qrels:
+            have = ", ".join(self.splits) or "none"
+            raise DataFormatError(
+                f"no qrels split {split!r} (splits found: {have})", path=self.folder / "qrels"
+            )
+        return self.qrels[split]
+
+    def pairs(self, split: str = "train") -> list[tuple[str, str]]:
+        """Return ``(query text, document text)`` for every qrels entry of ``split`` with score >= 1.
+
+        Order follows the qrels file. DataFormatError if the split does not exist.
+        """
+        return [
+            (self.queries[qid], self.corpus[doc_id])
+            for qid, docs in self.split_qrels(split).items()
+            for doc_id, score in docs.items()
+            if score >= 1
+        ]
+
+
+def _doc_id(obj: dict[str, Any], path: Path, line: int) -> str:
+    if "_id" not in obj:
+        raise DataFormatError('missing "_id"', path=path, line=line)
+    value = obj["_id"]
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise DataFormatError(f'"_id" must be a string, got {type(value).__name__}', path=path, line=line)
+    value = str(value)
+    if not value.strip():
+        raise DataFormatError('"_id" is empty', path=path, line=line)
+    return value
+
+
+def _text_field(obj: dict[str, Any], key: str, path: Path, line: int, required: bool) -> str:
+    if key not in obj or obj[key] is None:
+        if required:
+            raise DataFormatError(f'missing "{key}"', path=path, line=line)
+        return ""
+    value = obj[key]
+    if not isinstance(value, str):
+        raise DataFormatError(f'"{key}" must be a string, got {type(value).__name__}', path=path, line=line)
+    return value
+
+
+def _read_corpus(path: Path) -> tuple[dict[str, str], dict[str, str]]:
+    corpus: dict[str, str] = {}
+    titles: dict[str, str] = {}
+    for line, obj in iter_jsonl(path):
+        doc_id = _doc_id(obj, path, line)
+        if doc_id in corpus:
+            raise DataFormatError(f"duplicate document id {doc_id!r}", path=path, line=line)
+        title = _text_field(obj, "title", path, line, required=False)
+        text = _text_field(obj, "text", path, line, required=True)
+        corpus[doc_id] = (title + " " + text).strip()
+        titles[doc_id] = title
+    return corpus, titles
+
+
+def _read_queries(path: Path) -> dict[str, str]:
+    queries: dict[str, str] = {}
+    for line, obj in iter_jsonl(path):
+        qid = _doc_id(obj, path, line)
+        if qid in queries:
+            raise DataFormatError(f"duplicate query id {qid!r}", path=path, line=line)
+        text = _text_field(obj, "text", path, line, required=True).strip()
+        if not text:
+            raise DataFormatError(f"query {qid!r} has empty text", path=path, line=line)
+        queries[qid] = text
+    return queries
+
+
+def _is_header(cols: list[str]) -> bool:
+    return (
+        len(cols) == 3
+        and cols[0].strip().lower() in _HEADER_NAMES[0]
+        and cols[1].strip().lower() in _HEADER_NAMES[1]
+        and cols[2].strip().lower() == "score"
+    )
+
+
+def read_qrels(
+    path: str | os.PathLike, queries: dict[str, str], corpus: dict[str, str]
+) -> dict[str, dict[str, int]]:
+    """Read one BEIR qrels TSV into ``{query id: {doc id: score}}`` (file order).
+
+    The header line ``query-id corpus-id score`` is optional. Every line must have exactly three
+    tab-separated columns, an integer score, a query id present in ``queries`` and a doc id present
+    in ``corpus``; a repeated (query, doc) pair is an error too. Any violation raises
+    DataFormatError naming the file and line; a file with no judgement raises one naming the file.
+    """
+    path = require_file(path)
+    qrels: dict[str, dict[str, int]] = {}
+    for line, text in iter_lines(path):
+        if not text.strip():
+            continue
+        cols = text.split("\t")
+        if line == 1 and _is_header(cols):
+            continue
+        if len(cols) != 3:
+            raise DataFormatError(
+                f"expected 3 tab-separated columns (query-id, corpus-id, score), got {len(cols)}",
+                path=path,
+                line=line,
+            )
+        qid, doc_id, raw_score = (c.strip() for c in cols)
+        try:
+            score = int(raw_score)
+        except ValueError:
+            raise DataFormatError(f"score {raw_score!r} is not an integer", path=path, line=line) from None
+        if qid not in queries:
+            raise DataFormatError(f"query id {qid!r} is not in queries.jsonl", path=path, line=line)
+        if doc_id not in corpus:
+            raise DataFormatError(f"corpus id {doc_id!r} is not in corpus.jsonl", path=path, line=line)
+        docs = qrels.setdefault(qid, {})
+        if doc_id in docs:
+            raise DataFormatError(f"duplicate judgement for ({qid!r}, {doc_id!r})", path=path, line=line)
+        docs[doc_id] = score
+    if not qrels:
+        raise DataFormatError("qrels file has no judgements", path=path)
+    return qrels
+
+
+def load_beir(folder: str | os.PathLike) -> BeirData:
+    """Load a BEIR folder (``corpus.jsonl``, ``queries.jsonl``, ``qrels/*.tsv``) into a BeirData.
+
+    Every ``qrels/*.tsv`` becomes a split named after the file (``train.tsv`` → ``"train"``).
+    Raises DataFormatError naming the path when the folder, a file or the qrels folder is missing
+    or empty, and naming the file and line for any malformed or inconsistent line.
+    """
+    folder = Path(folder)
+    if not folder.exists():
+        raise DataFormatError("BEIR folder does not exist", path=folder)
+    if not folder.is_dir():
+        raise DataFormatError("is not a folder (expected a BEIR folder with corpus.jsonl)", path=folder)
+    corpus, titles = _read_corpus(require_file(folder / "corpus.jsonl"))
+    queries = _read_queries(require_file(folder / "queries.jsonl"))
+    qrels_dir = folder / "qrels"
+    if not qrels_dir.is_dir():
+        raise DataFormatError("missing qrels folder (expected qrels/<split>.tsv)", path=qrels_dir)
+    files = sorted(qrels_dir.glob("*.tsv"))
+    if not files:
+        raise DataFormatError("no qrels/<split>.tsv file", path=qrels_dir)
+    qrels = {f.stem: read_qrels(f, queries, corpus) for f in files}
+    return BeirData(folder=folder, corpus=corpus, queries=queries, qrels=qrels, titles=titles)

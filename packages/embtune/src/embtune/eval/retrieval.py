@@ -1,0 +1,77 @@
+"""Evaluate an embedding model on a retrieval task (corpus, queries, qrels) end to end.
+
+Queries are encoded with ``model.encode_query`` and documents with ``model.encode_document`` so the
+model's query/document prompts apply; embeddings are L2-normalised and ranked by cosine similarity
+with an exact chunked search over the full corpus; the metrics are ``retrieval_metrics`` (the
+definitions of sentence-transformers' InformationRetrievalEvaluator). The corpus is encoded one
+chunk at a time and merged into a running top-k, so neither all corpus embeddings nor a full
+query x corpus score matrix is ever held.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+from tqdm.auto import tqdm
+
+from embtune.errors import EmbtuneError
+from embtune.eval.metrics import check_ks, retrieval_metrics
+from embtune.eval.search import StreamingTopK
+
+
+def _check_inputs(corpus: Mapping, queries: Mapping, qrels: Mapping) -> list[str]:
+    """Return the qrels query ids that have a relevant doc; EmbtuneError for unknown ids."""
+    if not corpus:
+        raise EmbtuneError("corpus is empty")
+    if not qrels:
+        raise EmbtuneError("qrels are empty")
+    missing_q = [q for q in qrels if q not in queries]
+    if missing_q:
+        raise EmbtuneError(f"{len(missing_q)} qrels query ids are not in queries, e.g. {missing_q[0]!r}")
+    missing_d = [d for docs in qrels.values() for d in docs if d not in corpus]
+    if missing_d:
+        raise EmbtuneError(f"{len(missing_d)} qrels doc ids are not in the corpus, e.g. {missing_d[0]!r}")
+    return [q for q, docs in qrels.items() if any(score >= 1 for score in docs.values())]
+
+
+def evaluate_retrieval(
+    model: Any,
+    corpus: Mapping[str, str],
+    queries: Mapping[str, str],
+    qrels: Mapping[str, Mapping[str, int]],
+    ks: Iterable[int] = (1, 5, 10, 100),
+    batch_size: int = 64,
+    corpus_chunk_size: int = 50000,
+    show_progress: bool = True,
+) -> dict[str, float]:
+    """Retrieval metrics of a SentenceTransformer-like model on one task.
+
+    ``corpus`` doc id → text (all of it is searched), ``queries`` query id → text, ``qrels`` query id
+    → {doc id: score} (score >= 1 is relevant). Only queries in ``qrels`` are evaluated; a qrels
+    query with no relevant document is left out of the means as in sentence-transformers and counted
+    in ``num_queries_without_relevant``. Returns ``retrieval_metrics`` output: ``"<metric>@<k>"`` for
+    hit_rate, precision, recall, mrr, ndcg, map and each k, plus ``num_queries``. Raises
+    EmbtuneError if a qrels id is missing from ``queries`` or ``corpus``.
+    """
+    ks = check_ks(ks)
+    if corpus_chunk_size < 1:
+        raise ValueError("corpus_chunk_size must be >= 1")
+    qids = _check_inputs(corpus, queries, qrels)
+    doc_ids = list(corpus)
+    ranked: dict[str, list[str]] = {}
+    if qids:
+        query_emb = model.encode_query(
+            [queries[q] for q in qids], batch_size=batch_size, show_progress_bar=show_progress,
+            convert_to_tensor=True, normalize_embeddings=True,
+        )
+        topk = StreamingTopK(query_emb, doc_ids, max(ks), score_function="cos")
+        starts = range(0, len(doc_ids), corpus_chunk_size)
+        for start in tqdm(starts, desc="Corpus chunks", disable=not show_progress or len(starts) < 2):
+            chunk_ids = doc_ids[start : start + corpus_chunk_size]
+            doc_emb = model.encode_document(
+                [corpus[d] for d in chunk_ids], batch_size=batch_size, show_progress_bar=show_progress,
+                convert_to_tensor=True, normalize_embeddings=True,
+            )
+            topk.add(doc_emb)
+        _, ranking = topk.result()
+        ranked = dict(zip(qids, ranking))
+    return retrieval_metrics(ranked, qrels, ks)
