@@ -106,6 +106,38 @@ def build_tiny_hf(folder: str | Path, family: str = "bert", seed: int = 0, hidde
     return str(folder)
 
 
+def build_tiny_unigram_xlmr(folder: str | Path) -> Path:
+    """A tiny random XLM-R with a SentencePiece-style Unigram tokenizer (plain HF folder), like e5.
+
+    The tokenizer is trained here on SciFact text (Metaspace pre-tokenizer, runs of spaces squeezed,
+    ``<s> text </s>``); ``pad_token_id`` 1 gives XLM-R's position offset of 2.
+    """
+    from tokenizers import (Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors,
+                            trainers)
+    from transformers import AutoModel, PreTrainedTokenizerFast, XLMRobertaConfig
+
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.Sequence([normalizers.Replace(Regex(" {2,}"), " ")])
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
+    tok.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    tok.train_from_iterator(sample_texts(200), trainers.UnigramTrainer(
+        vocab_size=700, special_tokens=specials, unk_token="<unk>", show_progress=False))
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>",
+                                                       special_tokens=[("<s>", 0), ("</s>", 2)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                   pad_token="<pad>", mask_token="<mask>", cls_token="<s>", sep_token="</s>",
+                                   model_max_length=128)
+    config = XLMRobertaConfig(vocab_size=len(fast), hidden_size=64, num_hidden_layers=2,
+                              num_attention_heads=2, intermediate_size=128, max_position_embeddings=130,
+                              pad_token_id=1, bos_token_id=0, eos_token_id=2, type_vocab_size=1)
+    folder = Path(folder)
+    torch.manual_seed(0)
+    AutoModel.from_config(config).save_pretrained(folder)
+    fast.save_pretrained(folder)
+    return folder
+
+
 DECODER_FAMILIES = ("qwen3",)
 LORA_TARGETS = {"bert": ["query", "key", "value", "dense"], "qwen3": ["q_proj", "k_proj", "v_proj", "o_proj"]}
 

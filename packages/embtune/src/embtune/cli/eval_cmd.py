@@ -1,4 +1,10 @@
-"""``embtune eval MODEL --data BEIR_DIR``: retrieval metrics of a model on a BEIR split."""
+"""``embtune eval [MODEL] --data BEIR_DIR``: retrieval metrics through FAISS indexes, one row per setting.
+
+The corpus and queries are encoded once; every ``--index`` (a FAISS factory string, repeatable),
+every ``--dims`` (Matryoshka truncation) and, with ``--hybrid``, BM25 + dense fusion gives a row.
+``--json`` prints ONE JSON list of rows ``{"index", "dims", "method", "ndcg@10", "recall@10",
+"mrr@10", "map@100", "recall_vs_exact@10"}``. Needs the faiss extra (``pip install 'embtune[faiss]'``).
+"""
 from __future__ import annotations
 
 import json
@@ -6,33 +12,56 @@ import json
 import click
 
 from embtune.cli.options import resolve_model
+from embtune.errors import ConfigError, EmbtuneError
+
+
+def parse_dims(text: str | None) -> list[int] | None:
+    """``"384,256,128"`` → ``[384, 256, 128]``; None/"" → None. ConfigError for a non-integer or a
+    value below 1."""
+    if not text:
+        return None
+    dims = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part.isdigit() or int(part) < 1:
+            raise ConfigError(f"--dims takes positive integers separated by commas, got {text!r}")
+        dims.append(int(part))
+    return dims
 
 
 @click.command("eval")
 @click.argument("model", required=False)
 @click.option("--data", "data_dir", required=True, type=click.Path(), help="BEIR folder (corpus.jsonl, ...).")
 @click.option("--split", default="test", show_default=True, help="qrels split to evaluate.")
+@click.option("--index", "indexes", multiple=True, default=("Flat",), show_default=True,
+              help="FAISS factory string (Flat, HNSW32, IVF64,Flat, IVF64,PQ48...); repeat for several.")
+@click.option("--dims", default=None,
+              help="Matryoshka sizes to sweep, e.g. 384,256,128 (default: full size).")
+@click.option("--hybrid", is_flag=True, help="Also rank with BM25 + dense reciprocal rank fusion.")
+@click.option("--search-params", default=None,
+              help="FAISS search parameters, e.g. nprobe=32,efSearch=128 (default nprobe=16, efSearch=64).")
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
 @click.option("--max-seq-length", type=click.IntRange(8, 32768), default=None)
-@click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
-def eval_command(model, data_dir, split, batch_size, max_seq_length, as_json):
-    """Evaluate MODEL (default: the embedded MiniLM) on a BEIR folder: recall, nDCG, MRR, MAP."""
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON list of rows instead of the table.")
+def eval_command(model, data_dir, split, indexes, dims, hybrid, search_params, batch_size, max_seq_length,
+                 as_json):
+    """Evaluate MODEL (default: the embedded MiniLM) on a BEIR folder through FAISS indexes."""
     from embtune.data import load_beir
-    from embtune.errors import DataFormatError
-    from embtune.eval import evaluate_retrieval
-    from embtune.models import FastSentenceTransformer
+    from embtune.models.inference import load_inference_model
 
+    try:
+        from embtune_faiss.evaluation import JSON_KEYS, ROW_KEYS, evaluate, rows_table
+    except ImportError as exc:
+        raise EmbtuneError(f"{exc} (embtune eval searches through FAISS)") from None
+
+    dim_list = parse_dims(dims)
     data = load_beir(data_dir)
-    if split not in data.qrels:
-        raise DataFormatError(f"no qrels split {split!r} (found: {', '.join(sorted(data.qrels)) or 'none'})",
-                              path=data_dir)
-    st = FastSentenceTransformer.from_pretrained(resolve_model(model), max_seq_length=max_seq_length,
-                                                 for_inference=True)
-    metrics = evaluate_retrieval(st, data.corpus, data.queries, data.qrels[split], batch_size=batch_size,
-                                 show_progress=not as_json)
+    qrels = data.split_qrels(split)
+    st = load_inference_model(resolve_model(model), max_seq_length=max_seq_length)
+    rows = evaluate(st, data.corpus, data.queries, qrels, indexes=list(indexes), dims=dim_list, hybrid=hybrid,
+                    ks=(1, 5, 10, 100), batch_size=batch_size, search_params=search_params,
+                    show_progress=not as_json)
     if as_json:
-        click.echo(json.dumps(metrics))
+        click.echo(json.dumps([{key: row[key] for key in (*ROW_KEYS, *JSON_KEYS)} for row in rows]))
         return
-    from embtune.report import metrics_table
-
-    click.echo(metrics_table({"model": metrics}))
+    click.echo(rows_table(rows))

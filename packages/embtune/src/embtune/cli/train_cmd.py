@@ -5,12 +5,12 @@ from pathlib import Path
 
 import click
 
-from embtune.cli.options import model_options, resolve_model
+from embtune.cli.options import model_options
 
 
 @click.command("train")
 @click.option("--data", "data_path", required=True, type=click.Path(),
-              help="Pairs/triplets JSONL or CSV, or a BEIR folder (its train qrels).")
+              help="Pairs/triplets JSONL or CSV, a BEIR folder (its train qrels), or a from-corpus run folder.")
 @click.option("--out", "out_dir", required=True, type=click.Path(), help="Run folder: checkpoints/, adapter/, merged/.")
 @model_options
 @click.option("--loss", default="infonce", show_default=True,
@@ -24,25 +24,24 @@ from embtune.cli.options import model_options, resolve_model
 @click.option("--qlora", is_flag=True, help="4-bit base (bitsandbytes nf4) + LoRA.")
 @click.option("--full", is_flag=True, help="Train every weight instead of a LoRA adapter.")
 @click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--save-steps", type=click.IntRange(1), default=None,
+              help="Checkpoint every N steps (default: each epoch); a rerun resumes from the newest.")
 def train_command(data_path, out_dir, model_name, max_seq_length, allow_pickle, trust_remote_code, loss,
-                  epochs, max_steps, batch_size, learning_rate, lora_r, lora_alpha, qlora, full, seed):
-    """Fine-tune a model on DATA and write the adapter (or full model) and the merged model to OUT."""
-    from embtune.errors import ConfigError
-    from embtune.models import FastSentenceTransformer
-    from embtune.training import TrainConfig, train
+                  epochs, max_steps, batch_size, learning_rate, lora_r, lora_alpha, qlora, full, seed, save_steps):
+    """Fine-tune a model on DATA and write the adapter (or full model) and the merged model to OUT.
 
-    if qlora and full:
-        raise ConfigError("--qlora and --full exclude each other")
+    DATA is a pairs/triplets JSONL/CSV/TSV file, a BEIR folder (train qrels), or a from-corpus run
+    folder / its pairs.jsonl (query, positive, mined negatives). A rerun resumes from OUT/checkpoints.
+    """
+    from embtune.pipeline.training import TrainSettings, merge_model, train_model
+
+    settings = TrainSettings(model=model_name, loss=loss, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
+                             learning_rate=learning_rate, lora_r=lora_r, lora_alpha=lora_alpha, qlora=qlora, full=full,
+                             seed=seed, save_steps=save_steps, max_seq_length=max_seq_length,
+                             allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     out = Path(out_dir)
-    model = FastSentenceTransformer.from_pretrained(
-        resolve_model(model_name), max_seq_length=max_seq_length, load_in_4bit=qlora, full_finetuning=full,
-        allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
-    if not full:
-        model = FastSentenceTransformer.get_peft_model(model, r=lora_r, lora_alpha=lora_alpha or 2 * lora_r)
-    config = TrainConfig(output_dir=str(out), epochs=epochs, max_steps=max_steps, batch_size=batch_size,
-                         learning_rate=learning_rate, seed=seed)
-    result = train(model, data_path, loss=loss, config=config)
-    model.save_pretrained(out / ("model" if full else "adapter"))
-    model.save_pretrained_merged(out / "merged")
-    click.echo(f"trained {result.global_step} steps, final loss {result.final_loss:.4f}; "
+    _, result, weights = train_model(data_path, out, settings)
+    merge_model(weights, out / "merged", qlora=qlora)
+    loss_text = "n/a" if result.final_loss is None else f"{result.final_loss:.4f}"
+    click.echo(f"trained {result.global_step} steps, final loss {loss_text}; "
                f"merged model in {out / 'merged'}")

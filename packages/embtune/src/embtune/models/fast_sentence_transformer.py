@@ -8,9 +8,11 @@ is a plain ST folder, and atomic folder writes.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,6 +22,7 @@ from embtune.device import default_device, resolve_dtype
 from embtune.errors import ConfigError
 from embtune.models import loading
 from embtune.models.architectures import family_of, instruction_prompt, lora_target_modules
+from embtune.models.fast_transformer import ST_TRANSFORMER_TYPE, FastTransformer
 from embtune.models.merging import merged_transformer
 from embtune.utils.atomic import atomic_dir
 
@@ -44,6 +47,8 @@ class FastSentenceTransformer(SentenceTransformer):
         device: str | torch.device | None = None,
         allow_pickle: bool = False,
         instruction: str | None = None,
+        packing: bool = True,
+        attention: str = "bucket",
     ) -> "FastSentenceTransformer":
         """Load a model from an ST folder, a plain HF folder/hub id, or an adapter folder.
 
@@ -62,6 +67,11 @@ class FastSentenceTransformer(SentenceTransformer):
             allow_pickle: allow ``.bin`` pickle weights (refused by default).
             instruction: for decoder embedders, the task put before queries as
                 ``"Instruct: {instruction}\\nQuery: "``.
+            packing: run text batches padding-free (packed tokens, block-diagonal attention) where
+                the architecture allows it (see `embtune.models.fast_transformer`); False keeps ST's
+                padded forward.
+            attention: how packed attention is computed on CPU: "bucket" (default), "sequence" or
+                "eager" (see `embtune.models.varlen_attention`).
         Returns:
             A FastSentenceTransformer on ``device``.
         """
@@ -90,6 +100,7 @@ class FastSentenceTransformer(SentenceTransformer):
             if source.is_adapter:
                 model.load_adapter(source.path)
         model._configure_family(family, max_seq_length, pooling, instruction)
+        model._install_fast_transformer(packing, attention)
         if full_finetuning:
             for param in model.parameters():
                 param.requires_grad_(True)
@@ -119,6 +130,16 @@ class FastSentenceTransformer(SentenceTransformer):
         elif instruction is not None:
             self.prompts["query"] = instruction
 
+    def _install_fast_transformer(self, packing: bool, attention: str) -> None:
+        """Swap ST's Transformer (first module) for a `FastTransformer` sharing its model and tokenizer."""
+        from sentence_transformers.sentence_transformer.modules import Transformer
+
+        name, first = next(iter(self._modules.items()))
+        if isinstance(first, FastTransformer):
+            first.set_packing(packing, attention)
+        elif isinstance(first, Transformer):
+            self._modules[name] = FastTransformer.from_transformer(first, packing=packing, attention=attention)
+
     @property
     def hf_model(self) -> torch.nn.Module:
         """The Hugging Face model inside the first (Transformer) module."""
@@ -146,6 +167,7 @@ class FastSentenceTransformer(SentenceTransformer):
         bias: str = "none",
         use_rslora: bool = False,
         random_state: int = 3407,
+        lora_compute: str = "exact",
         **lora_kwargs: Any,
     ) -> "FastSentenceTransformer":
         """Attach a PEFT LoRA adapter (QLoRA when the model was loaded in 4-bit) and return the model.
@@ -154,12 +176,21 @@ class FastSentenceTransformer(SentenceTransformer):
         model's architecture (see `lora_target_modules`); a list of names is used as given. Only the
         LoRA weights are trainable afterwards (held in fp32; the frozen base keeps its dtype).
         Extra keyword arguments go to ``peft.LoraConfig`` (e.g. ``layers_to_transform``).
+        ``lora_compute`` picks the arithmetic of LoRA layers on dense bases (`embtune.models.fast_lora`):
+        "exact" (PEFT's results bit for bit, fewer passes; default), "bf16" (adapter branch in the
+        base dtype: faster on CPU, bf16-rounded) or "peft" (PEFT's own forward). QLoRA layers always
+        use PEFT's bitsandbytes layer.
         """
         from peft import LoraConfig, TaskType, prepare_model_for_kbit_training
 
+        from embtune.models.fast_lora import COMPUTE_MODES, set_lora_compute, use_fast_lora
+
         if r <= 0 or lora_alpha <= 0:
             raise ConfigError(f"LoRA needs r > 0 and lora_alpha > 0 (got r={r}, lora_alpha={lora_alpha})")
+        if lora_compute not in COMPUTE_MODES:
+            raise ConfigError(f"lora_compute must be one of {', '.join(COMPUTE_MODES)}, got {lora_compute!r}")
         hf = model[0].auto_model
+        quantized = getattr(hf, "is_loaded_in_4bit", False) or getattr(hf, "is_loaded_in_8bit", False)
         if getattr(hf, "is_loaded_in_4bit", False):
             prepare_model_for_kbit_training(hf, use_gradient_checkpointing=False)
             loading.keep_4bit_layers_trainable(hf)
@@ -167,9 +198,12 @@ class FastSentenceTransformer(SentenceTransformer):
         config = LoraConfig(task_type=TaskType.FEATURE_EXTRACTION, r=r, lora_alpha=lora_alpha,
                             lora_dropout=lora_dropout, target_modules=targets, bias=bias,
                             use_rslora=use_rslora, **lora_kwargs)
+        if not quantized:
+            use_fast_lora(config)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(random_state)
             model.add_adapter(config)
+        set_lora_compute(hf, lora_compute)
         for name, param in model.named_parameters():
             if "lora_" in name:
                 param.data = param.data.float()
@@ -183,9 +217,14 @@ class FastSentenceTransformer(SentenceTransformer):
         return bool(getattr(self.hf_model, "_hf_peft_config_loaded", False))
 
     def save(self, path: str, *args: Any, **kwargs: Any) -> None:
-        """ST's save (adapter-only when a LoRA adapter is attached), written atomically to ``path``."""
+        """ST's save (adapter-only when a LoRA adapter is attached), written atomically to ``path``.
+
+        modules.json names sentence-transformers' own ``Transformer`` for the first module (not
+        embtune's FastTransformer), so the folder loads in any ST install without embtune.
+        """
         with atomic_dir(path) as tmp:
             super().save(str(tmp), *args, **kwargs)
+            _name_st_transformer(os.path.join(str(tmp), "modules.json"))
 
     def save_pretrained_merged(self, path: str | os.PathLike, *, create_model_card: bool = True) -> None:
         """Write the full model with the adapter merged in: a plain ST folder any ST install loads.
@@ -206,6 +245,33 @@ class FastSentenceTransformer(SentenceTransformer):
         finally:
             transformer.model = live
 
+    def save_pretrained_gguf(self, path: str | os.PathLike, quantization: str = "f16") -> Path:
+        """Export to GGUF for llama.cpp / Ollama; returns the ``.gguf`` path written.
+
+        ``path`` is a ``*.gguf`` file or a folder (file ``model-{quantization}.gguf``); an Ollama
+        ``Modelfile`` is written beside it. ``quantization``: "f32", "f16", "bf16" or "q8_0".
+        The merged model is saved to a temporary folder and exported from there (`embtune.export`).
+        """
+        return self._export_merged("gguf", path, quantization)
+
+    def save_pretrained_tei(self, folder: str | os.PathLike) -> Path:
+        """Export a folder Text Embeddings Inference serves as is (``--model-id folder``); returns it."""
+        return self._export_merged("tei", folder)
+
+    def save_pretrained_onnx(self, folder: str | os.PathLike) -> Path:
+        """Export ``model.onnx`` (pooling + normalisation in the graph) and tokenizer to ``folder``; returns it."""
+        return self._export_merged("onnx", folder)
+
+    def _export_merged(self, fmt: str, out: str | os.PathLike, quantization: str | None = None) -> Path:
+        """Save the merged model to a temporary folder and run the ``fmt`` exporter on it."""
+        from embtune.export.api import check_request, export_model
+
+        quantization = check_request(fmt, out, quantization)
+        with tempfile.TemporaryDirectory(prefix="embtune-export-") as tmp:
+            merged = os.path.join(tmp, "merged")
+            self.save_pretrained_merged(merged, create_model_card=False)
+            return export_model(merged, fmt, out, quantization)
+
     def push_to_hub_merged(self, repo_id: str, token: str | None = None, private: bool | None = None,
                            commit_message: str = "Upload merged embtune model") -> str:
         """Save the merged model to a temporary folder and upload it to the Hub; returns the repo URL."""
@@ -218,6 +284,20 @@ class FastSentenceTransformer(SentenceTransformer):
             self.save_pretrained_merged(folder)
             api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message)
         return str(url)
+
+
+def _name_st_transformer(modules_json: str) -> None:
+    """Rewrite FastTransformer entries of a saved modules.json to ST's own Transformer type."""
+    if not os.path.isfile(modules_json):
+        return
+    with open(modules_json, encoding="utf-8") as fh:
+        modules = json.load(fh)
+    fast_type = f"{FastTransformer.__module__}.{FastTransformer.__name__}"
+    for entry in modules:
+        if entry.get("type") == fast_type:
+            entry["type"] = ST_TRANSFORMER_TYPE
+    with open(modules_json, "w", encoding="utf-8") as fh:
+        json.dump(modules, fh, indent=2)
 
 
 def _str(path: str | os.PathLike) -> str:

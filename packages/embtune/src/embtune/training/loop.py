@@ -1,4 +1,4 @@
-"""``embtune.train``: the one-call training path.
+"""``embtune.training``: the one-call training path (``embtune.train``).
 
 Decision: a lean loop of our own, not sentence-transformers' ``SentenceTransformerTrainer``. It
 tokenises once, builds no-duplicate batches, calls the loss, steps AdamW on the trainable

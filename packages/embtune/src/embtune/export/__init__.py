@@ -1,0 +1,30 @@
+"""Exports that load in real serving tools: GGUF (llama.cpp, Ollama), a TEI folder, ONNX.
+
+Every exporter reads a merged sentence-transformers folder (DESIGN §1); `export_model` merges an
+adapter folder on the fly first. Public names are imported lazily, so ``import embtune.export``
+does not pull in gguf, onnx or onnxruntime.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "export_model": "embtune.export.api",
+    "FORMATS": "embtune.export.api",
+    "export_gguf": "embtune.export.gguf",
+    "export_tei": "embtune.export.tei",
+    "export_onnx": "embtune.export.onnx",
+    "validate_tei_folder": "embtune.export.tei_rules",
+    "QUANTIZATIONS": "embtune.export.gguf_arch",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    """Import the public name ``name`` from its module on first use."""
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'embtune.export' has no attribute {name!r}")

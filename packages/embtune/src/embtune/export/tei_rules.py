@@ -1,0 +1,199 @@
+"""Text Embeddings Inference's loading rules for a local model folder, as one validator.
+
+TEI is a Rust binary (not on PyPI), so where it cannot run, the folder is checked against the rules
+its loader applies. Each rule names its source; all come from reference/export-formats.md §4, which
+read huggingface/text-embeddings-inference @ 0d124dc9 (2026-07-24).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from embtune.errors import ExportError
+
+#: ``config.json`` model types TEI's candle backend serves on CPU (backends/candle/src/lib.rs, enum Config).
+TEI_CPU_MODEL_TYPES = frozenset({
+    "bert", "camembert", "roberta", "xlm-roberta", "distilbert", "deberta-v2", "mpnet", "modernbert",
+    "nomic_bert", "gte", "new", "qwen3", "gemma3_text", "bidirectional_pplx_qwen3",
+})
+#: Served by TEI only on CUDA with fp16 + flash-attention (same source).
+TEI_CUDA_ONLY_MODEL_TYPES = frozenset({"qwen2", "mistral", "llama", "llama_bidirec"})
+#: Types whose RoBERTa loader rejects last-token pooling; plain ``bert`` panics at request time.
+NO_LAST_TOKEN_TYPES = frozenset({"bert", "camembert", "roberta", "xlm-roberta", "distilbert", "mpnet"})
+#: The only ``modules.json`` type strings TEI's ``ModuleConfig`` enum parses.
+LEGACY_MODULE_TYPES = frozenset(f"sentence_transformers.models.{k}" for k in
+                                ("Transformer", "Pooling", "Normalize", "Dense"))
+#: Fields the per-model Rust config structs require (reference §4.2).
+REQUIRED_FIELDS = {
+    "bert": ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+             "hidden_act", "hidden_dropout_prob", "max_position_embeddings", "type_vocab_size",
+             "initializer_range", "layer_norm_eps", "pad_token_id"),
+    "qwen3": ("attention_bias", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+              "num_attention_heads", "num_key_value_heads", "hidden_act", "max_position_embeddings",
+              "rms_norm_eps", "use_sliding_window", "eos_token_id"),
+}
+for _t in ("camembert", "roberta", "xlm-roberta"):
+    REQUIRED_FIELDS[_t] = REQUIRED_FIELDS["bert"]
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
+
+
+def _load(path: Path, problems: list[str]) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        problems.append(f"{path.name} missing")
+    except (OSError, ValueError) as exc:
+        problems.append(f"{path.name} does not parse ({exc})")
+    return None
+
+
+def _check_config(folder: Path, problems: list[str]) -> dict[str, Any]:
+    config = _load(folder / "config.json", problems)
+    if not isinstance(config, dict):
+        return {}
+    archs = config.get("architectures")
+    if not (isinstance(archs, list) and archs and all(isinstance(a, str) for a in archs)):
+        problems.append("config.json needs a non-empty `architectures` list (ModelConfig.architectures)")
+    elif any(a.endswith("Classification") for a in archs):
+        problems.append(f"config.json architectures {archs} end in Classification: "
+                        "TEI would serve a classifier")
+    model_type = config.get("model_type")
+    if not isinstance(model_type, str):
+        problems.append("config.json needs a `model_type` string")
+    elif model_type not in TEI_CPU_MODEL_TYPES | TEI_CUDA_ONLY_MODEL_TYPES:
+        problems.append(f"TEI serves no model_type {model_type!r}")
+    missing = [f for f in REQUIRED_FIELDS.get(model_type, ()) if f not in config]
+    if missing:
+        problems.append(f"config.json lacks fields TEI's {model_type} config requires: {', '.join(missing)}")
+    if model_type == "bert" and config.get("position_embedding_type", "absolute") != "absolute":
+        problems.append("TEI's BERT needs position_embedding_type 'absolute'")
+    if model_type == "qwen3":
+        if not isinstance(config.get("eos_token_id"), int):
+            problems.append("Qwen3 config.json eos_token_id must be a single integer")
+        if "rope_theta" not in config and "rope_parameters" not in config:
+            problems.append("Qwen3 config.json needs rope_theta or rope_parameters")
+    return config
+
+
+def _check_weights(folder: Path, problems: list[str]) -> None:
+    if not any((folder / name).is_file() for name in WEIGHT_FILES):
+        problems.append("no model.safetensors / pytorch_model.bin / model.safetensors.index.json")
+    if (folder / "adapter_config.json").exists() or (folder / "adapter_model.safetensors").exists():
+        problems.append("adapter files present: TEI never loads LoRA adapters (merge first)")
+    single = folder / "model.safetensors"
+    if single.is_file():
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(single), "np") as fh:
+                keys = list(fh.keys())
+        except Exception as exc:  # safetensors raises its own error types for corrupt files
+            problems.append(f"model.safetensors does not open ({exc})")
+            return
+        if any("lora_" in k for k in keys):
+            problems.append("model.safetensors holds lora_ weights (not merged)")
+
+
+def _check_tokenizer(folder: Path, problems: list[str]) -> None:
+    path = folder / "tokenizer.json"
+    if not path.is_file():
+        problems.append("tokenizer.json missing: TEI only supports fast tokenizers")
+        return
+    from tokenizers import Tokenizer
+
+    try:
+        Tokenizer.from_file(str(path))
+    except Exception as exc:  # tokenizers raises a bare Exception on parse errors
+        problems.append(f"tokenizer.json does not load with tokenizers ({exc})")
+
+
+def _check_pooling(folder: Path, model_type: str, problems: list[str]) -> None:
+    path = folder / "1_Pooling" / "config.json"
+    if not path.is_file():
+        problems.append("1_Pooling/config.json missing: TEI would default to CLS (BERT-likes) "
+                        "or refuse to start")
+        return
+    cfg = _load(path, problems)
+    if not isinstance(cfg, dict):
+        return
+    for key in ("pooling_mode_cls_token", "pooling_mode_mean_tokens"):
+        if not isinstance(cfg.get(key), bool):
+            problems.append(f"1_Pooling/config.json needs boolean {key} (PoolConfig; ST 6's compact "
+                            "`pooling_mode` string is not parsed)")
+    if "pooling_mode_lasttoken" in cfg and not isinstance(cfg["pooling_mode_lasttoken"], bool):
+        problems.append("1_Pooling/config.json pooling_mode_lasttoken must be boolean")
+    modes = [k for k, v in cfg.items() if k.startswith("pooling_mode_") and v is True]
+    if len(modes) != 1 or modes[0] not in ("pooling_mode_cls_token", "pooling_mode_mean_tokens",
+                                           "pooling_mode_lasttoken"):
+        problems.append(f"1_Pooling/config.json must turn on exactly one of cls/mean/lasttoken, "
+                        f"found {modes}")
+    elif modes[0] == "pooling_mode_lasttoken" and model_type in NO_LAST_TOKEN_TYPES:
+        problems.append(f"TEI has no last-token pooling for {model_type}")
+
+
+def _check_st_files(folder: Path, config: dict[str, Any], problems: list[str]) -> None:
+    modules_path = folder / "modules.json"
+    if modules_path.is_file():
+        modules = _load(modules_path, problems)
+        for entry in modules if isinstance(modules, list) else []:
+            kind = entry.get("type") if isinstance(entry, dict) else None
+            if kind not in LEGACY_MODULE_TYPES:
+                problems.append(f"modules.json type {kind!r} is not one of TEI's "
+                                f"{sorted(LEGACY_MODULE_TYPES)}")
+            elif kind.endswith("Dense") and not (folder / entry.get("path", "")).is_dir():
+                problems.append(f"Dense module folder {entry.get('path')!r} missing")
+    st_cfg_path = folder / "sentence_bert_config.json"
+    if st_cfg_path.is_file():
+        st_cfg = _load(st_cfg_path, problems)
+        length = st_cfg.get("max_seq_length") if isinstance(st_cfg, dict) else None
+        if not isinstance(length, int) or isinstance(length, bool) or length <= 0:
+            problems.append("sentence_bert_config.json needs a positive integer max_seq_length (STConfig)")
+        elif (isinstance(config.get("max_position_embeddings"), int)
+              and length > config["max_position_embeddings"]):
+            problems.append(f"max_seq_length {length} exceeds max_position_embeddings")
+    new_cfg_path = folder / "config_sentence_transformers.json"
+    if new_cfg_path.is_file():
+        new_cfg = _load(new_cfg_path, problems)
+        prompts = new_cfg.get("prompts") if isinstance(new_cfg, dict) else None
+        if prompts is not None and not (isinstance(prompts, dict)
+                                        and all(isinstance(v, str) for v in prompts.values())):
+            problems.append("config_sentence_transformers.json prompts must map names to strings")
+
+
+def validate_tei_folder(folder: str | os.PathLike) -> None:
+    """Check that TEI (text-embeddings-router --model-id FOLDER) would load and serve ``folder``.
+
+    Input: a model folder. Returns None when every rule holds; otherwise raises ExportError whose
+    message lists every problem found. Rules and their sources (TEI @ 0d124dc9, via
+    reference/export-formats.md §4.1, §4.2, §4.7):
+
+    * ``config.json`` is required and parses as ``ModelConfig`` (``architectures`` list and
+      ``model_type`` required; an architecture ending in ``Classification`` switches to classifier
+      mode) — router/src/lib.rs. ``model_type`` must be one the candle backend serves, with the
+      fields its config struct requires (BERT-likes, Qwen3), absolute positions for BERT and an
+      integer ``eos_token_id`` for Qwen3 — backends/candle/src/lib.rs.
+    * ``tokenizer.json`` is required and must load with ``tokenizers`` ("only supports fast
+      tokenizers") — router/src/lib.rs; TEI issues #122, #169, #511.
+    * Weights: ``model.safetensors``, ``pytorch_model.bin`` or a safetensors index; adapters are never
+      loaded (TEI issue #788), so no ``lora_`` weights — core/src/download.rs.
+    * ``1_Pooling/config.json`` at that fixed path with boolean ``pooling_mode_cls_token`` and
+      ``pooling_mode_mean_tokens`` (``PoolConfig``; ST 6's compact form fails to parse), exactly one
+      mode on, no last-token for BERT/RoBERTa-likes — router/src/lib.rs, backends/candle/src/lib.rs.
+    * ``modules.json`` types among the four legacy ``sentence_transformers.models.*`` names
+      (``ModuleConfig``), Dense folders present — backends/src/lib.rs.
+    * ``sentence_bert_config.json``, if present, has an integer ``max_seq_length`` (``STConfig``);
+      ``config_sentence_transformers.json`` prompts map names to strings (``NewSTConfig``).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ExportError("not a folder", path=folder)
+    problems: list[str] = []
+    config = _check_config(folder, problems)
+    _check_tokenizer(folder, problems)
+    _check_weights(folder, problems)
+    _check_pooling(folder, str(config.get("model_type", "")), problems)
+    _check_st_files(folder, config, problems)
+    if problems:
+        raise ExportError("TEI would not serve this folder: " + "; ".join(problems), path=folder)

@@ -1,0 +1,130 @@
+"""A PEFT LoRA ``Linear`` with a cheaper forward/backward, installed through PEFT's own dispatch.
+
+PEFT's ``lora.Linear.forward`` on a bf16 base with fp32 adapters computes the base output in bf16,
+then casts the input to fp32, runs the two adapter matmuls in fp32, multiplies by ``scaling``, adds
+(promoting the sum to fp32) and casts back: four full-size fp32 temporaries per layer and as many
+again in autograd's backward. On CPU those passes cost about as much as the base matmul itself.
+
+`FastLoraLinear` subclasses PEFT's layer (same parameters, state-dict names, merge/unmerge and
+adapter files; the class is chosen with ``LoraConfig._register_custom_module``, PEFT's documented hook
+for custom LoRA layers, so nothing in PEFT is patched) and replaces only the plain case of the
+forward (one active adapter, unmerged, no dropout, no DoRA/variants, a dense base) with one autograd
+function. ``compute`` picks its arithmetic:
+
+* ``"exact"`` (default): PEFT's arithmetic, fp32 adapter branch on the low-precision base, with fewer
+  passes (the scaled low-rank product is added by one ``addmm`` into the upcast base output, and
+  the backward is written out by hand). Outputs and gradients are bit-identical to PEFT's.
+* ``"bf16"``: the adapter branch in the base's dtype (``embtune_kernels.lora_linear``: the reference
+  on CPU, the fused Triton kernel on CUDA), like autocast; faster again on CPU but rounded to bf16
+  (outputs differ from PEFT's in ~1-2 % of elements by one bf16 ulp, adapter gradients by ~3e-3
+  relative).
+* ``"peft"``: PEFT's own forward.
+
+Every other case (several adapters, dropout > 0, merged weights, ``adapter_names``) runs PEFT's
+forward.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from peft.tuners.lora.layer import Linear as PeftLoraLinear
+
+COMPUTE_MODES = ("exact", "bf16", "peft")
+
+
+class _ExactLoraLinear(torch.autograd.Function):
+    """``y = cast(base(x).to(fp32) + scaling * (x.to(fp32) @ A^T) @ B^T)``, PEFT's arithmetic."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, lora_a, lora_b, scaling):
+        base = F.linear(x, weight, bias)
+        x2 = x.reshape(-1, x.shape[-1])
+        xa = x2.to(lora_a.dtype) @ lora_a.t()
+        out = torch.addmm(base.reshape(-1, base.shape[-1]).to(lora_a.dtype), xa, lora_b.t(), alpha=scaling)
+        ctx.save_for_backward(x, weight, lora_a, lora_b, xa)
+        ctx.scaling = scaling
+        return out.to(base.dtype).view(base.shape)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight, lora_a, lora_b, xa = ctx.saved_tensors
+        grad2 = grad.reshape(-1, grad.shape[-1])
+        # PEFT's autograd: d(lora_out) = scaling * grad in fp32, then the two adapter matmuls.
+        grad_lora = grad2.to(lora_a.dtype) * ctx.scaling
+        grad_xa = grad_lora @ lora_b
+        grad_b = grad_lora.t() @ xa
+        grad_a = grad_xa.t() @ x.reshape(-1, x.shape[-1]).to(lora_a.dtype)
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = (grad2 @ weight.to(grad.dtype)) + (grad_xa @ lora_a).to(grad.dtype)
+            grad_x = grad_x.view(x.shape)
+        return grad_x, None, None, grad_a, grad_b, None
+
+
+class FastLoraLinear(PeftLoraLinear):
+    """PEFT's LoRA Linear with a fused plain-case forward (see the module docstring).
+
+    ``embtune_compute`` (instance attribute, default "exact") is one of ``COMPUTE_MODES``.
+    """
+
+    embtune_compute: str = "exact"
+
+    def _fast_case(self, x: torch.Tensor, kwargs: dict[str, Any]) -> tuple | None:
+        """(weight, bias, A, B, scaling) when the plain case applies, else None."""
+        if self.embtune_compute == "peft" or self.disable_adapters or self.merged or kwargs:
+            return None
+        active = [a for a in self.active_adapters if a in self.lora_A]
+        if len(active) != 1:
+            return None
+        name = active[0]
+        if name in self.lora_variant or self.use_dora.get(name, False):
+            return None
+        dropout = self.lora_dropout[name]
+        if not isinstance(dropout, torch.nn.Identity) and not (dropout.p == 0 or not dropout.training):
+            return None
+        base = self.get_base_layer()
+        if type(base) is not torch.nn.Linear or base.weight.dtype != x.dtype:
+            return None
+        return base.weight, base.bias, self.lora_A[name].weight, self.lora_B[name].weight, self.scaling[name]
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """In: ``x [..., in]``. Out: ``[..., out]`` in the base layer's dtype (PEFT's result)."""
+        case = None if args else self._fast_case(x, kwargs)
+        if case is None:
+            return super().forward(x, *args, **kwargs)
+        weight, bias, lora_a, lora_b, scaling = case
+        if self.embtune_compute == "bf16":
+            import embtune_kernels
+
+            return embtune_kernels.lora_linear(x, weight, lora_a, lora_b, bias, scaling)
+        if lora_a.dtype == x.dtype:  # nothing to save over PEFT when the whole layer is one dtype
+            return super().forward(x, *args, **kwargs)
+        return _ExactLoraLinear.apply(x, weight, bias, lora_a, lora_b, scaling)
+
+
+def use_fast_lora(lora_config: Any) -> Any:
+    """Make ``lora_config`` (a ``peft.LoraConfig``) build `FastLoraLinear` for dense ``nn.Linear`` targets.
+
+    In/out: the config (changed in place). Quantised targets (bitsandbytes layers subclass
+    ``nn.Linear``) are left to PEFT: `FastLoraLinear` falls back to PEFT's forward for any base that
+    is not exactly ``nn.Linear``, so register it only for models without quantised layers.
+    """
+    lora_config._register_custom_module({torch.nn.Linear: FastLoraLinear})
+    return lora_config
+
+
+def set_lora_compute(model: torch.nn.Module, compute: str) -> int:
+    """Set the arithmetic of every `FastLoraLinear` in ``model``; returns how many layers were set.
+
+    ``compute`` is one of ``COMPUTE_MODES``.
+    """
+    if compute not in COMPUTE_MODES:
+        raise ValueError(f"lora compute must be one of {COMPUTE_MODES}, got {compute!r}")
+    count = 0
+    for module in model.modules():
+        if isinstance(module, FastLoraLinear):
+            module.embtune_compute = compute
+            count += 1
+    return count

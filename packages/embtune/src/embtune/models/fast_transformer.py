@@ -1,0 +1,176 @@
+"""`FastTransformer`: sentence-transformers' ``Transformer`` module with a padding-free forward.
+
+`FastSentenceTransformer.from_pretrained` swaps it in for ST's own ``Transformer`` (the first module)
+at load time; it *is* an ST ``Transformer`` (a subclass holding the very same HF model, tokenizer and
+settings), so everything that inspects ``model[0]`` keeps working. Its forward:
+
+1. packs the padded batch into one stream of real tokens (``embtune.models.packing``), positions
+   restarting at every text;
+2. runs the Hugging Face model on that ``[1, T]`` stream, so embeddings, linear layers (LoRA and
+   QLoRA included), norms and activations see real tokens only, with attention kept inside each
+   text by the ``"embtune_varlen"`` attention function (``embtune.models.varlen_attention``, registered
+   through transformers' public ``AttentionInterface``) that it receives ``cu_seqlens`` for;
+3. scatters the outputs back to ``[B, L, H]`` ``token_embeddings`` next to the unchanged
+   ``attention_mask``, so ST's Pooling/Normalize, losses and evaluators run unchanged.
+
+Inputs that do not fit (no mask, masks with holes, images, ``output_hidden_states``, architectures
+without attention-interface support such as MPNet) take ST's padded forward. A saved model names
+ST's own ``Transformer`` in modules.json (see `FastSentenceTransformer.save`), so folders load without
+embtune.
+"""
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import Any
+
+import torch
+from sentence_transformers.sentence_transformer.modules import Transformer
+
+from embtune.models import varlen_attention
+from embtune.models.packing import PackedBatch, pack, unpack
+
+logger = logging.getLogger("embtune")
+
+ST_TRANSFORMER_TYPE = f"{Transformer.__module__}.{Transformer.__name__}"
+"""How a plain sentence-transformers save names its Transformer module in modules.json."""
+
+_PACKABLE_KEYS = frozenset({"input_ids", "attention_mask", "token_type_ids"})
+# Outputs that ST modules write into the features dict; a reused dict carries them (ignored here).
+_OUTPUT_KEYS = frozenset({"token_embeddings", "sentence_embedding", "all_layer_embeddings", "token_weights"})
+
+
+def packing_support(hf_model: torch.nn.Module) -> tuple[bool, str]:
+    """Whether ``hf_model`` can run packed input, and why not.
+
+    In: a transformers ``PreTrainedModel`` (LoRA/QLoRA layers injected or not). Out: ``(ok, reason)``.
+    Packing needs an architecture whose attention goes through transformers' ``AttentionInterface``
+    and accepts packed sequences (``_supports_attention_backend``); MPNet and DeBERTa, for instance,
+    do not.
+    """
+    config = getattr(hf_model, "config", None)
+    if config is None:
+        return False, "not a transformers model"
+    if not getattr(hf_model, "_supports_attention_backend", False):
+        return False, f"{type(hf_model).__name__} has no attention-interface support in transformers"
+    if getattr(config, "is_encoder_decoder", False):
+        return False, "encoder-decoder models are not packed"
+    return True, ""
+
+
+def position_offset(hf_model: torch.nn.Module) -> int:
+    """Position id of a text's first token: ``padding_idx + 1`` for RoBERTa-family learned
+    positions (an embeddings module with an int ``padding_idx`` and a ``position_embeddings``
+    table), else 0."""
+    for module in hf_model.modules():
+        padding_idx = getattr(module, "padding_idx", None)
+        if isinstance(padding_idx, int) and isinstance(getattr(module, "position_embeddings", None),
+                                                       torch.nn.Embedding):
+            return padding_idx + 1
+    return 0
+
+
+class FastTransformer(Transformer):
+    """ST's ``Transformer`` with a padding-free forward (see the module docstring).
+
+    ``packing``: pack text batches (True) or always run ST's padded forward (False).
+    ``attention``: how the CPU computes block-diagonal attention, one of
+    ``varlen_attention.VARIANTS`` ("bucket", "sequence", "eager").
+    ``attention_dropout``: dropout on attention probabilities while training on the packed path;
+    None (default) keeps the model's own (e.g. 0.1 for BERT-family configs). On CPU that dropout
+    costs a random draw per query-key pair and pushes SDPA off its flash kernel; 0.0 turns it off.
+    """
+
+    packing: bool = False
+    attention: str = "bucket"
+    attention_dropout: float | None = None
+
+    @classmethod
+    def from_transformer(cls, transformer: Transformer, packing: bool = True,
+                         attention: str = "bucket") -> FastTransformer:
+        """Return a FastTransformer that takes over ``transformer``'s model, tokenizer and settings.
+
+        In: a loaded ST ``Transformer`` (not used afterwards: the new module shares its state),
+        ``packing`` and ``attention`` as in the class docstring. Out: the new module. When packing
+        is asked for but the architecture cannot be packed, a log line says why and the module runs
+        ST's padded forward.
+        """
+        if not isinstance(transformer, Transformer):
+            raise TypeError(f"expected a sentence_transformers Transformer, got {type(transformer).__name__}")
+        fast = cls.__new__(cls)
+        fast.__dict__.update(transformer.__dict__)
+        fast.set_packing(packing, attention)
+        return fast
+
+    def set_packing(self, packing: bool = True, attention: str | None = None) -> bool:
+        """Turn packing on or off (and pick the attention variant); returns whether packing is on.
+
+        Turning it on switches the HF model to the ``"embtune_varlen"`` attention (which also runs
+        padded batches exactly like SDPA); off restores SDPA where the model had it.
+        """
+        if attention is not None:
+            if attention not in varlen_attention.VARIANTS:
+                raise ValueError(f"attention must be one of {varlen_attention.VARIANTS}, got {attention!r}")
+            self.attention = attention
+        ok, reason = packing_support(self.model) if packing else (False, "")
+        if packing and not ok:
+            logger.info("embtune: padding-free packing is off for this model (%s); using the padded path", reason)
+        if ok and self.backend != "torch":
+            ok = False
+        self.packing = ok
+        current = getattr(self.model.config, "_attn_implementation", None)
+        if ok and current != varlen_attention.ATTENTION_NAME:
+            self._padded_attention = current
+            self.model.set_attn_implementation(varlen_attention.register())
+        elif not ok and current == varlen_attention.ATTENTION_NAME:
+            self.model.set_attn_implementation(getattr(self, "_padded_attention", None) or "sdpa")
+        self._position_offset = position_offset(self.model) if ok else 0
+        self._takes_token_types = "token_type_ids" in inspect.signature(self.model.forward).parameters
+        return ok
+
+    def forward(self, features: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        """ST's Transformer forward, padding-free when the batch allows it.
+
+        In: features from ``preprocess`` (``input_ids``, ``attention_mask``, optionally
+        ``token_type_ids``, ...). Out: the same dict with ``token_embeddings [B, L, H]`` added (zeros at
+        padding positions on the packed path).
+        """
+        packed = self._pack(features) if self.packing and not kwargs and self._varlen_active() else None
+        if packed is None:
+            return super().forward(features, **kwargs)
+        inputs = {"input_ids": packed.input_ids, "position_ids": packed.position_ids}
+        if packed.token_type_ids is not None and self._takes_token_types:
+            inputs["token_type_ids"] = packed.token_type_ids
+        plan = varlen_attention.VarlenPlan(packed.lengths, packed.cu_seqlens, self.attention, self.attention_dropout)
+        output = self.model(**inputs, cu_seq_lens_q=packed.cu_seqlens, cu_seq_lens_k=packed.cu_seqlens,
+                            max_length_q=packed.max_len, max_length_k=packed.max_len, embtune_plan=plan,
+                            return_dict=True)
+        features[self.module_output_name] = unpack(output.last_hidden_state, packed)
+        return features
+
+    def _varlen_active(self) -> bool:
+        """True while the HF model still routes attention through ``"embtune_varlen"`` (packed input
+        through any other attention would let texts attend to each other)."""
+        return getattr(self.model.config, "_attn_implementation", None) == varlen_attention.ATTENTION_NAME
+
+    def _pack(self, features: dict[str, Any]) -> PackedBatch | None:
+        """Packed form of ``features``, or None when this batch must take the padded path."""
+        if features.get("modality", "text") != "text" or self.module_output_name != "token_embeddings":
+            return None
+        params = self.modality_config.get("text", {})
+        if params.get("method") != "forward" or params.get("method_output_name") not in (
+                "last_hidden_state", ("last_hidden_state",), ["last_hidden_state"]):
+            return None
+        if getattr(self.model.config, "output_hidden_states", False):
+            return None
+        tensors = {k for k, v in features.items() if isinstance(v, torch.Tensor) and k not in _OUTPUT_KEYS}
+        if not tensors <= _PACKABLE_KEYS or "input_ids" not in tensors or "attention_mask" not in tensors:
+            return None
+        input_ids, mask = features["input_ids"], features["attention_mask"]
+        if input_ids.ndim != 2 or mask.shape != input_ids.shape:
+            return None
+        return pack(input_ids, mask, features.get("token_type_ids"), self._position_offset)
+
+    def __repr__(self) -> str:
+        """ST's repr with the packing state appended."""
+        return f"Fast{super().__repr__()[:-1]}, packing={self.packing}, attention={self.attention!r})"

@@ -1,0 +1,191 @@
+"""Pairs from labels the user already has: queries + qrels naming documents, or a pairs file.
+
+* ``LabelPairs(queries_path, qrels_path)``: ``queries_path`` is JSONL like BEIR queries
+  (``{"_id": "q1", "text": "..."}``, ``id`` and ``query`` accepted too), ``qrels_path`` a TSV
+  ``query-id <TAB> doc-id [<TAB> score]`` (header optional; score defaults to 1, and >= 1 means
+  relevant) whose doc ids are the ingested documents' ids (BEIR ``_id``, or a file's path relative
+  to the corpus folder). For a relevant document the positive is its best chunk under the base
+  model (highest cosine with the query); a one-chunk document needs no model.
+* ``LabelPairs(pairs_path=...)``: an anchor/positive[/negative...] JSONL, CSV or TSV file read with
+  ``embtune.data.load_pairs``; a positive whose text is a chunk's text takes that chunk's id and
+  document, any other positive becomes its own one-text "document" (id ``text-<hash>``).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from embtune.corpus.types import Chunk
+from embtune.data._io import iter_jsonl, iter_lines, require_file
+from embtune.errors import ConfigError, DataFormatError
+from embtune.pairs.embeddings import chunk_embeddings, encode_texts
+from embtune.pairs.types import Pair
+
+_HEADER_FIRST = {"query-id", "query_id", "qid", "query"}
+
+
+def text_id(text: str) -> str:
+    """Id of a positive or negative that is not a chunk: ``text-`` + 16 hex digits of sha256(text)."""
+    return "text-" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def read_queries(path: str | os.PathLike) -> dict[str, str]:
+    """``{query id: text}`` from a JSONL file (``_id``/``id`` and ``text``/``query`` per line).
+
+    Raises DataFormatError naming the file and line for bad JSON, a missing id or text, a blank
+    text, or a repeated id.
+    """
+    path = require_file(path)
+    queries: dict[str, str] = {}
+    for line, obj in iter_jsonl(path):
+        qid = next((obj[k] for k in ("_id", "id") if k in obj), None)
+        if qid is None or isinstance(qid, bool) or not isinstance(qid, (str, int)) or not str(qid).strip():
+            raise DataFormatError('each query needs an "_id" (or "id") string', path=path, line=line)
+        text = next((obj[k] for k in ("text", "query") if k in obj), None)
+        if not isinstance(text, str) or not text.strip():
+            raise DataFormatError(f'query {qid!r} needs a non-empty "text"', path=path, line=line)
+        if str(qid) in queries:
+            raise DataFormatError(f"duplicate query id {qid!r}", path=path, line=line)
+        queries[str(qid)] = text.strip()
+    return queries
+
+
+def read_label_qrels(path: str | os.PathLike, queries: dict[str, str], doc_ids: set[str]
+                     ) -> list[tuple[str, str]]:
+    """Relevant ``(query id, doc id)`` pairs of a qrels TSV, in file order.
+
+    Each line: query id, doc id and an optional integer score (default 1; lines scoring < 1 are
+    not relevant and left out). Raises DataFormatError naming the file and line for a wrong column
+    count, a non-integer score, a query id not in ``queries``, a doc id not in ``doc_ids``, or a
+    repeated judgement; naming the file when no line is relevant.
+    """
+    path = require_file(path)
+    out: list[tuple[str, str]] = []
+    seen: set[tuple[str, str]] = set()
+    example = ", ".join(repr(d) for d in sorted(doc_ids)[:3])
+    for line, text in iter_lines(path):
+        if not text.strip():
+            continue
+        cols = [c.strip() for c in text.split("\t")]
+        if line == 1 and cols[0].lower() in _HEADER_FIRST:
+            continue
+        if len(cols) not in (2, 3):
+            raise DataFormatError(f"expected 2 or 3 tab-separated columns (query-id, doc-id[, score]), got "
+                                  f"{len(cols)}", path=path, line=line)
+        qid, doc_id = cols[0], cols[1]
+        try:
+            score = int(cols[2]) if len(cols) == 3 else 1
+        except ValueError:
+            raise DataFormatError(f"score {cols[2]!r} is not an integer", path=path, line=line) from None
+        if qid not in queries:
+            raise DataFormatError(f"query id {qid!r} is not in the queries file", path=path, line=line)
+        if doc_id not in doc_ids:
+            raise DataFormatError(f"document id {doc_id!r} is not among the ingested documents (ids look "
+                                  f"like {example})", path=path, line=line)
+        if (qid, doc_id) in seen:
+            raise DataFormatError(f"duplicate judgement for ({qid!r}, {doc_id!r})", path=path, line=line)
+        seen.add((qid, doc_id))
+        if score >= 1:
+            out.append((qid, doc_id))
+    if not out:
+        raise DataFormatError("no relevant judgement (score >= 1) in the qrels file", path=path)
+    return out
+
+
+class LabelPairs:
+    """Builder of pairs from user labels (see the module docstring)."""
+
+    def __init__(self, queries_path: str | os.PathLike | None = None,
+                 qrels_path: str | os.PathLike | None = None, *, pairs_path: str | os.PathLike | None = None,
+                 batch_size: int = 64, show_progress: bool = True):
+        """Give ``queries_path`` and ``qrels_path``, or ``pairs_path`` alone; ConfigError otherwise."""
+        if pairs_path is not None and (queries_path is not None or qrels_path is not None):
+            raise ConfigError("LabelPairs takes either queries_path + qrels_path, or pairs_path, not both")
+        if pairs_path is None and (queries_path is None or qrels_path is None):
+            raise ConfigError("LabelPairs needs queries_path and qrels_path (or pairs_path)")
+        self.queries_path = Path(queries_path) if queries_path is not None else None
+        self.qrels_path = Path(qrels_path) if qrels_path is not None else None
+        self.pairs_path = Path(pairs_path) if pairs_path is not None else None
+        self.batch_size, self.show_progress = batch_size, show_progress
+
+    def build(self, chunks: Sequence[Chunk], model: Any = None, embeddings: Any = None) -> list[Pair]:
+        """Pairs with ``builder="labels"``.
+
+        In: the corpus chunks; ``model`` the base SentenceTransformer (needed when a labelled
+        document has several chunks); optional ``embeddings`` of all chunks (one normalised row per
+        chunk, e.g. from ``embtune.pairs.embeddings.encode_chunks``) to skip re-encoding. Out: one
+        Pair per relevant (query, document) judgement, in qrels order, or one per row of the pairs
+        file. Raises DataFormatError (file:line) for bad labels, ConfigError when a model is needed
+        and missing.
+        """
+        if self.pairs_path is not None:
+            return self._from_pairs_file(chunks)
+        return self._from_qrels(chunks, model, embeddings)
+
+    def _from_qrels(self, chunks: Sequence[Chunk], model: Any, embeddings: Any) -> list[Pair]:
+        queries = read_queries(self.queries_path)
+        by_doc: dict[str, list[int]] = defaultdict(list)
+        for i, chunk in enumerate(chunks):
+            by_doc[chunk.doc_id].append(i)
+        judgements = read_label_qrels(self.qrels_path, queries, set(by_doc))
+        multi = [(q, d) for q, d in judgements if len(by_doc[d]) > 1]
+        best: dict[tuple[str, str], int] = {}
+        if multi:
+            if model is None:
+                raise ConfigError("LabelPairs.build needs the base model to choose the best chunk of "
+                                  f"documents that have several chunks (e.g. {multi[0][1]!r})")
+            best = self._best_chunks(multi, queries, by_doc, chunks, model, embeddings)
+        pairs = []
+        for qid, doc_id in judgements:
+            chunk = chunks[best.get((qid, doc_id), by_doc[doc_id][0])]
+            pairs.append(Pair(query=queries[qid], positive=chunk.text, positive_id=chunk.id, doc_id=doc_id,
+                              builder="labels"))
+        return pairs
+
+    def _best_chunks(self, multi, queries, by_doc, chunks, model, embeddings) -> dict[tuple[str, str], int]:
+        """For each (query, multi-chunk doc), the index of the chunk with the highest cosine."""
+        qids = list(dict.fromkeys(q for q, _ in multi))
+        q_emb = encode_texts(model, [queries[q] for q in qids], "query", self.batch_size, self.show_progress)
+        q_row = {q: i for i, q in enumerate(qids)}
+        if embeddings is not None:
+            c_emb = chunk_embeddings(model, chunks, embeddings)
+            c_row = {i: i for d in {d for _, d in multi} for i in by_doc[d]}
+        else:
+            needed = sorted({i for _, d in multi for i in by_doc[d]})
+            c_emb = encode_texts(model, [chunks[i].text for i in needed], "document", self.batch_size,
+                                 self.show_progress)
+            c_row = {i: r for r, i in enumerate(needed)}
+        out = {}
+        for qid, doc_id in multi:
+            candidates = by_doc[doc_id]
+            scores = c_emb[[c_row[i] for i in candidates]] @ q_emb[q_row[qid]]
+            out[(qid, doc_id)] = candidates[int(np.argmax(scores))]
+        return out
+
+    def _from_pairs_file(self, chunks: Sequence[Chunk]) -> list[Pair]:
+        from embtune.data import load_pairs
+
+        data = load_pairs(self.pairs_path)
+        if data.kind == "labelled":
+            raise DataFormatError("LabelPairs needs anchor/positive pairs; this file has sentence1, "
+                                  "sentence2, label (scored pairs)", path=self.pairs_path)
+        by_text = {}
+        for chunk in chunks:
+            by_text.setdefault(chunk.text.strip(), chunk)
+        negative_cols = [c for c in data.columns if c.startswith("negative")]
+        pairs = []
+        for row in data.rows:
+            positive = row["positive"]
+            chunk = by_text.get(positive.strip())
+            pid = chunk.id if chunk else text_id(positive)
+            negatives = [row[c] for c in negative_cols]
+            neg_ids = [by_text[n.strip()].id if n.strip() in by_text else text_id(n) for n in negatives]
+            pairs.append(Pair(query=row["anchor"], positive=positive, positive_id=pid,
+                              doc_id=chunk.doc_id if chunk else pid, builder="labels",
+                              negatives=negatives, negative_ids=neg_ids))
+        return pairs

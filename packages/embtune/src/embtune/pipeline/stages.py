@@ -1,0 +1,309 @@
+"""The data stages of a from-corpus run: each maps input files to one output in DIR.
+
+    chunk_stage      CORPUS                         -> chunks.jsonl
+    embed_stage      chunks.jsonl + base model      -> work/chunk_embeddings.npy  (encoded once, shared)
+    pairs_stage      chunks.jsonl (+ labels)        -> work/pairs.built.jsonl     (built, then filtered)
+    split_stage      work/pairs.built.jsonl         -> eval.jsonl + work/pairs.split.jsonl
+                                                       (held out by document, or --eval-labels)
+    negatives_stage  work/pairs.split.jsonl         -> pairs.jsonl                (hard negatives added)
+
+Negatives are mined after the split so that no chunk of a held-out document becomes a training
+negative (``exclude_doc_ids``). The stage functions call the library functions of
+``embtune.corpus`` / ``embtune.pairs`` through ``corpus_api`` and do all the file writing,
+atomically. ``data_stages`` wires them into a Pipeline with their manifest keys.
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+
+from embtune.errors import ConfigError, DataFormatError, EmbtuneError
+from embtune.pipeline import corpus_api, labels
+from embtune.pipeline.records import CHUNK_FIELDS, EVAL_FIELDS, as_record, read_chunks, read_pairs, write_jsonl
+from embtune.utils.atomic import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from embtune.pipeline.from_corpus import Pipeline
+    from embtune.pipeline.settings import RunSettings
+
+EMBEDDINGS = "work/chunk_embeddings.npy"
+BUILT = "work/pairs.built.jsonl"
+SPLIT = "work/pairs.split.jsonl"
+FILTER_TOP_K = 20
+DEDUP_COSINE = 0.95
+NEGATIVES_SKIP_TOP = 3
+NEGATIVES_MARGIN = 0.05
+KEEP_SHARE = 0.75
+
+
+def model_source(name: str | None) -> str:
+    """The model to load: ``name``, or the embedded all-MiniLM-L6-v2 folder when None."""
+    from embtune.cli.options import resolve_model
+
+    return resolve_model(name)
+
+
+def load_inference_model(source: str, max_seq_length: int | None):
+    """Load ``source`` for encoding only (eval mode, no gradients)."""
+    from embtune.models import FastSentenceTransformer
+
+    return FastSentenceTransformer.from_pretrained(source, max_seq_length=max_seq_length, for_inference=True)
+
+
+def load_embeddings(path: Path) -> np.ndarray:
+    """The chunk embedding matrix written by ``embed_stage`` (float32, one row per chunk)."""
+    return np.load(path, allow_pickle=False)
+
+
+# -- the stage functions -------------------------------------------------------------------------
+
+
+def chunk_stage(corpus: Path, out_path: Path, load_model: Callable[[], Any], chunk_tokens: int, overlap: int,
+                warn: Callable[[str], None], show_progress: bool = True) -> dict[str, Any]:
+    """Read every document under ``corpus`` and write its chunks to ``out_path`` (chunks.jsonl).
+
+    ``load_model()`` gives the model whose tokenizer measures chunks (called only once the documents
+    are read, so a bad corpus fails before any model loads); a chunk holds at most ``chunk_tokens``
+    tokens (fewer if the model's window is smaller) and repeats ``overlap`` tokens of the previous one.
+    Out: ``{"documents", "chunks", "skipped_files", "max_tokens"}``. Raises DataFormatError naming
+    the corpus when no document or no chunk comes out of it.
+    """
+    skipped: list[str] = []
+
+    def note(message: str) -> None:
+        skipped.append(message)
+        warn(message)
+
+    docs = corpus_api.read_documents(corpus, note, show_progress)
+    model = load_model()
+    max_tokens = min(chunk_tokens, corpus_api.max_tokens_for(model))
+    overlap = min(overlap, max_tokens // 2)
+    chunks = [as_record(c, CHUNK_FIELDS)
+              for c in corpus_api.chunk_documents(docs, model.tokenizer, max_tokens, overlap, show_progress)]
+    if not chunks:
+        raise DataFormatError("the documents contain no text to chunk", path=corpus)
+    if len({c["id"] for c in chunks}) != len(chunks):
+        raise EmbtuneError("chunk ids are not unique; document ids must be unique", path=corpus)
+    write_jsonl(out_path, chunks)
+    return {"documents": len(docs), "chunks": len(chunks), "skipped_files": len(skipped), "max_tokens": max_tokens}
+
+
+def embed_stage(chunks_path: Path, out_path: Path, model: Any, show_progress: bool = True) -> dict[str, Any]:
+    """Encode every chunk once with the base model (document role, L2-normalised float32) and save the
+    matrix to ``out_path`` (.npy); filtering, mining and the baseline evaluation reuse it."""
+    chunks = read_chunks(chunks_path)
+    emb = corpus_api.encode_chunks(model, chunks, show_progress)
+    buffer = io.BytesIO()
+    np.save(buffer, emb, allow_pickle=False)
+    atomic_write_bytes(out_path, buffer.getvalue())
+    return {"chunks": int(emb.shape[0]), "dim": int(emb.shape[1])}
+
+
+def pairs_stage(chunks_path: Path, emb_path: Path, out_path: Path, s: "RunSettings", model: Any) -> dict[str, Any]:
+    """Build (query, positive) pairs from the chunks with the settings' builder, drop those the base
+    model does not confirm (the positive must rank in its query's top ``FILTER_TOP_K``) and queries
+    that nearly repeat another of the same chunk (cosine > ``DEDUP_COSINE``), and write ``out_path``.
+    The user's own labels are kept as given, except exact repeats (SciFact, for one, labels claims and
+    their negations, whose embeddings are near-identical, against the same abstract).
+
+    Out: ``{"builder", "built", "kept", "filter"}``. Raises EmbtuneError when no pair comes out.
+    """
+    chunks = read_chunks(chunks_path)
+    emb = load_embeddings(emb_path)
+    builder = s.builder
+    pairs = corpus_api.build_pairs(builder, chunks, s, model, emb, s.show_progress)
+    if not pairs:
+        raise EmbtuneError(f"the {builder} pair builder produced no pairs from {len(chunks)} chunks; the corpus may "
+                           "be too small or have too little text", path=s.corpus)
+    labelled = builder == "labels"
+    kept, stats = corpus_api.filter_pairs(pairs, model, chunks, None if labelled else FILTER_TOP_K,
+                                          None if labelled else DEDUP_COSINE, emb, s.show_progress)
+    if not kept:
+        raise EmbtuneError(f"no pair survived the consistency filter (of {len(pairs)} built); the corpus may be "
+                           "too small or too repetitive", path=s.corpus)
+    write_jsonl(out_path, kept)
+    return {"builder": builder, "built": len(pairs), "kept": len(kept), "filter": stats}
+
+
+def split_stage(pairs_path: Path, chunks_path: Path, train_path: Path, eval_path: Path,
+                s: "RunSettings") -> dict[str, Any]:
+    """Write the evaluation queries (``eval_path``) and the pairs left for training (``train_path``).
+
+    Without --eval-labels, whole source documents are held out (``eval_fraction`` of them, seeded)
+    and their pairs become eval queries; with it, every pair trains and the user's labelled queries,
+    each relevant document mapped to all its chunks, are the evaluation set. Out: counts and the
+    held-out document ids. Raises EmbtuneError when either side is empty.
+    """
+    pairs = read_pairs(pairs_path)
+    if s.eval_labels is None:
+        try:
+            train_pairs, eval_records = corpus_api.split_by_document(pairs, s.eval_fraction, s.seed)
+        except ConfigError as exc:
+            raise EmbtuneError(f"{exc}. Add documents, or evaluate on your own labelled queries with "
+                               "--eval-labels QRELS.tsv --queries QUERIES.jsonl", path=s.corpus) from None
+        held_out = sorted({p["doc_id"] for p in pairs} - {p["doc_id"] for p in train_pairs})
+        source = f"held-out {s.eval_fraction:.0%} of documents"
+        dropped = 0
+    else:
+        chunks = read_chunks(chunks_path)
+        doc_chunks = labels.chunks_by_doc(chunks)
+        queries_path = s.eval_queries_path()
+        queries = labels.read_queries(queries_path)
+        judgements = labels.read_label_qrels(s.eval_labels, queries, set(doc_chunks))
+        eval_records, dropped = labels.eval_queries_from_labels(judgements, queries, doc_chunks)
+        train_pairs, held_out = pairs, []
+        source = f"labelled queries of {s.eval_labels.name}"
+    if not eval_records:
+        raise EmbtuneError("no evaluation query: too few documents to hold some out (add documents, raise "
+                           "--eval-fraction, or pass --eval-labels)", path=s.corpus)
+    if not train_pairs:
+        raise EmbtuneError("no training pair left after holding out the evaluation documents (add documents or "
+                           "lower --eval-fraction)", path=s.corpus)
+    write_jsonl(train_path, train_pairs)
+    write_jsonl(eval_path, (as_record(q, EVAL_FIELDS) for q in eval_records))
+    return {"train_pairs": len(train_pairs), "eval_queries": len(eval_records), "eval_source": source,
+            "held_out_documents": held_out, "eval_queries_without_chunks": dropped}
+
+
+def negatives_count(counts: list[int], wanted: int, keep_share: float = KEEP_SHARE) -> int:
+    """How many negatives every training row gets: the largest ``k <= wanted`` that at least
+    ``keep_share`` of the pairs reach (rows need equal columns; pairs with fewer are dropped)."""
+    for k in range(wanted, 0, -1):
+        if sum(c >= k for c in counts) >= keep_share * len(counts):
+            return k
+    return 0
+
+
+def negatives_stage(pairs_path: Path, chunks_path: Path, emb_path: Path, out_path: Path, n: int,
+                    exclude_doc_ids: list[str], model: Any, show_progress: bool = True,
+                    warn: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Add up to ``n`` mined hard negatives to every training pair and write ``out_path`` (pairs.jsonl).
+
+    Chunks of ``exclude_doc_ids`` (held-out documents) are never negatives. Every row must have the
+    same number of negatives: ``k = negatives_count(...)`` (``n`` unless the false-negative guards
+    left fewer for more than a quarter of the pairs, then ``warn`` says so); pairs with fewer than
+    ``k`` are dropped and the others keep their ``k`` hardest. ``n == 0`` copies the pairs. Out:
+    ``{"pairs", "negatives_per_pair", "dropped"}``.
+    """
+    pairs = read_pairs(pairs_path)
+    k, dropped = 0, 0
+    if n > 0:
+        chunks = read_chunks(chunks_path)
+        mined = corpus_api.mine_hard_negatives(pairs, model, chunks, n, NEGATIVES_SKIP_TOP, NEGATIVES_MARGIN,
+                                               load_embeddings(emb_path), exclude_doc_ids, show_progress)
+        k = negatives_count([len(p["negatives"]) for p in mined], n)
+        if k < n and warn is not None:
+            warn(f"only {k} hard negative(s) per pair survive the false-negative guards for most pairs "
+                 f"(asked for {n}); training with {k}")
+        pairs = [{**p, "negatives": p["negatives"][:k], "negative_ids": p["negative_ids"][:k]}
+                 for p in mined if len(p["negatives"]) >= k]
+        dropped = len(mined) - len(pairs)
+    write_jsonl(out_path, pairs)
+    return {"pairs": len(pairs), "negatives_per_pair": k, "asked": n, "dropped": dropped}
+
+
+# -- wiring ------------------------------------------------------------------------------------
+
+
+def check_label_files(s: "RunSettings", chunks_path: Path) -> None:
+    """Read --labels/--queries and --eval-labels against the chunked documents before any pair is built,
+    so a bad id fails in seconds (DataFormatError naming the file and line)."""
+    if s.labels is None and s.eval_labels is None:
+        return
+    doc_ids = {c["doc_id"] for c in read_chunks(chunks_path)}
+    if s.labels is not None:
+        labels.read_label_qrels(s.labels, labels.read_queries(s.queries), doc_ids)
+    if s.eval_labels is not None:
+        labels.read_label_qrels(s.eval_labels, labels.read_queries(s.eval_queries_path()), doc_ids)
+
+
+def data_stages(pipe: "Pipeline") -> dict[str, Any]:
+    """Run chunks -> embed -> pairs -> split -> negatives in ``pipe``; returns the stages' infos by name."""
+    s, console = pipe.s, pipe.console
+    chunks, emb, built, split = (pipe.path(p) for p in ("chunks.jsonl", EMBEDDINGS, BUILT, SPLIT))
+    train, evals = pipe.path("pairs.jsonl"), pipe.path("eval.jsonl")
+    model_key = pipe.model_id()
+    seq = {"max_seq_length": s.max_seq_length}
+
+    def warn(message: str) -> None:
+        if s.show_progress:
+            console.print(f"[yellow]![/] {message}", highlight=False)
+
+    info = {"chunks": pipe.stage(
+        "chunks", {"corpus": s.corpus, "model": model_key}, {"chunk_tokens": s.chunk_tokens,
+                                                               "overlap": s.chunk_overlap, **seq},
+        ["chunks.jsonl"], lambda: chunk_stage(s.corpus, chunks, pipe.base_model, s.chunk_tokens, s.chunk_overlap,
+                                              warn, s.show_progress))}
+    if s.eval_labels is None and info["chunks"].get("documents", 0) < 2:
+        raise EmbtuneError(f"found {info['chunks'].get('documents')} document; holding documents out for evaluation "
+                           "needs at least 2. Add documents, or evaluate on your own labelled queries with "
+                           "--eval-labels QRELS.tsv --queries QUERIES.jsonl", path=s.corpus)
+    check_label_files(s, chunks)
+    info["embed"] = pipe.stage("embed", {"chunks": chunks, "model": model_key}, seq, [EMBEDDINGS],
+                               lambda: embed_stage(chunks, emb, pipe.base_model(), s.show_progress))
+    label_inputs = {"labels": s.labels, "queries": s.queries} if s.builder == "labels" else {}
+    info["pairs"] = pipe.stage(
+        "pairs", {"chunks": chunks, "embeddings": emb, "model": model_key, **label_inputs},
+        {"builder": s.builder, "seed": s.seed, "llm_url": s.llm_url, "llm_model": s.llm_model,
+         "top_k": FILTER_TOP_K, "dedup_cosine": DEDUP_COSINE, "labels_kept_as_given": True, **seq},
+        [BUILT], lambda: pairs_stage(chunks, emb, built, s, pipe.base_model()))
+    split_inputs: dict[str, Path] = {"pairs": built, "chunks": chunks}
+    if s.eval_labels is not None:
+        split_inputs.update(eval_labels=s.eval_labels, eval_queries=s.eval_queries_path())
+    info["split"] = pipe.stage("split", split_inputs, {"eval_fraction": s.eval_fraction, "seed": s.seed},
+                               ["eval.jsonl", SPLIT], lambda: split_stage(built, chunks, split, evals, s))
+    held_out = info["split"].get("held_out_documents", [])
+    info["negatives"] = pipe.stage(
+        "negatives", {"pairs": split, "chunks": chunks, "embeddings": emb, "model": model_key},
+        {"n": s.negatives, "skip_top": NEGATIVES_SKIP_TOP, "margin": NEGATIVES_MARGIN, "exclude": held_out, **seq},
+        ["pairs.jsonl"], lambda: negatives_stage(split, chunks, emb, train, s.negatives, held_out,
+                                                 pipe.base_model(), s.show_progress, warn))
+    return info
+
+
+def pairs_summary(pipe: "Pipeline", info: dict[str, Any]) -> dict[str, Any]:
+    """What ``embtune pairs`` returns and prints: counts and the files written."""
+    counts = data_counts(info)
+    files = {"chunks": str(pipe.path("chunks.jsonl")), "pairs": str(pipe.path("pairs.jsonl")),
+             "eval": str(pipe.path("eval.jsonl"))}
+    pipe.console.print("  ".join(f"{k}: {v}" for k, v in counts.items()), highlight=False)
+    pipe.console.print("  ".join(f"{k}: {v}" for k, v in files.items()), style="dim")
+    return {"counts": counts, "files": files}
+
+
+def data_counts(info: dict[str, Any]) -> dict[str, Any]:
+    """The counts of the data stages for the report (documents, chunks, pairs, queries)."""
+    c, p, n, sp = (info.get(k, {}) for k in ("chunks", "pairs", "negatives", "split"))
+    return {"documents": c.get("documents"), "chunks": c.get("chunks"), "skipped_files": c.get("skipped_files"),
+            "pair_builder": p.get("builder"), "pairs_built": p.get("built"), "pairs_kept": p.get("kept"),
+            "eval_queries": sp.get("eval_queries"), "held_out_documents": len(sp.get("held_out_documents", [])),
+            "train_pairs": n.get("pairs"), "negatives_per_pair": n.get("negatives_per_pair")}
+
+
+def describe(name: str, info: dict[str, Any]) -> str:
+    """One-line summary of a finished stage's info for the console."""
+    if name == "chunks":
+        return f"{info.get('documents')} documents -> {info.get('chunks')} chunks"
+    if name == "embed":
+        return f"{info.get('chunks')} chunk embeddings (dim {info.get('dim')})"
+    if name == "pairs":
+        return f"{info.get('builder')}: {info.get('built')} built, {info.get('kept')} kept after filtering"
+    if name == "split":
+        return f"{info.get('eval_queries')} evaluation queries ({info.get('eval_source')})"
+    if name == "negatives":
+        dropped = info.get("dropped") or 0
+        return (f"{info.get('pairs')} training pairs with {info.get('negatives_per_pair')} hard negative(s)"
+                + (f" ({dropped} pairs with fewer dropped)" if dropped else ""))
+    if name in ("baseline", "after"):
+        m = info.get("metrics", {})
+        return f"nDCG@10 {m.get('ndcg@10', float('nan')):.4f}, recall@10 {m.get('recall@10', float('nan')):.4f}"
+    if name == "train":
+        return f"{info.get('steps')} steps, final loss {info.get('final_loss')}"
+    return str(info.get("path", ""))
+
+
+__all__ = ["chunk_stage", "embed_stage", "pairs_stage", "split_stage", "negatives_stage", "data_stages",
+           "pairs_summary", "data_counts", "describe", "model_source", "load_inference_model", "load_embeddings"]

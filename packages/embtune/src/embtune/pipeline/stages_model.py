@@ -1,0 +1,165 @@
+"""The model stages of a from-corpus run, each from input files to one output in DIR.
+
+    baseline  model + chunks.jsonl + eval.jsonl -> work/before.json
+    train     pairs.jsonl                       -> adapter/ (model/ with --full); checkpoints/ on the way
+    merge     adapter/                          -> merged/  (plain sentence-transformers folder)
+    after     merged/ + chunks.jsonl + eval.jsonl -> work/after.json
+    export    merged/                           -> exports/ (only with --export)
+    report    everything above                  -> report.json, report.md, report.png (always rewritten)
+
+Training resumes through ``embtune.training``'s checkpoints in DIR/checkpoints: a run killed during
+training continues from the newest checkpoint when the same command runs again. Checkpoints left by
+a training run with other inputs or settings are removed before training starts again.
+"""
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from embtune.pipeline.evaluation import evaluate_chunks, headline
+from embtune.pipeline.records import read_chunks, read_eval
+from embtune.utils.atomic import atomic_write_json
+
+if TYPE_CHECKING:
+    from embtune.pipeline.from_corpus import Pipeline
+    from embtune.pipeline.settings import RunSettings
+    from embtune.pipeline.training import TrainSettings
+
+BEFORE = "work/before.json"
+AFTER = "work/after.json"
+LOSS_POINTS = 40
+
+
+def eval_stage(model: Any, chunks_path: Path, eval_path: Path, out_path: Path, show_progress: bool = True,
+               emb_path: Path | None = None) -> dict[str, Any]:
+    """Evaluate ``model`` on the run's chunks and eval queries; write all metrics to ``out_path``.
+
+    ``emb_path``: the model's own chunk embeddings (.npy), reused instead of re-encoding (the
+    baseline). Out: ``{"metrics": the report metrics, "queries": n, "chunks": m}``.
+    """
+    from embtune.pipeline.stages import load_embeddings
+
+    chunks = read_chunks(chunks_path)
+    queries = read_eval(eval_path, {c["id"] for c in chunks})
+    emb = load_embeddings(emb_path) if emb_path is not None else None
+    metrics = evaluate_chunks(model, chunks, queries, show_progress=show_progress, chunk_embeddings=emb)
+    atomic_write_json(out_path, metrics)
+    return {"metrics": headline(metrics), "queries": len(queries), "chunks": len(chunks)}
+
+
+def train_settings(s: "RunSettings", train_pairs: int) -> "TrainSettings":
+    """The TrainSettings of a from-corpus run (loss points spread over ~40 log entries)."""
+    from embtune.pipeline.training import TrainSettings
+
+    steps = s.max_steps or math.ceil(train_pairs / s.batch_size) * s.epochs
+    return TrainSettings(model=s.model, epochs=s.epochs, max_steps=s.max_steps, batch_size=s.batch_size,
+                         learning_rate=s.learning_rate, lora_r=s.lora_r, qlora=s.qlora, full=s.full, seed=s.seed,
+                         save_steps=s.save_steps, logging_steps=max(1, steps // LOSS_POINTS),
+                         max_seq_length=s.max_seq_length, show_progress=s.show_progress)
+
+
+def train_stage(pairs_path: Path, run_dir: Path, settings: "TrainSettings") -> dict[str, Any]:
+    """Train on the run's pairs.jsonl; the weights go to ``run_dir/adapter`` (or ``model``).
+
+    Out: ``{"steps", "final_loss", "loss_history", "resumed_from", "path"}``.
+    """
+    from embtune.pipeline.training import train_model
+
+    _, result, weights = train_model(pairs_path, run_dir, settings)
+    return {"steps": result.global_step,
+            "final_loss": None if result.final_loss is None else round(result.final_loss, 6),
+            "loss_history": [[int(s), float(v)] for s, v in result.loss_history],
+            "resumed_from": str(result.resumed_from) if result.resumed_from else None, "path": str(weights)}
+
+
+def merge_stage(weights: Path, merged: Path, qlora: bool) -> dict[str, Any]:
+    """Merge the trained adapter (or copy the full model) into ``merged`` as a plain ST folder."""
+    from embtune.pipeline.training import merge_model
+
+    merge_model(weights, merged, qlora=qlora)
+    return {"path": str(merged)}
+
+
+def export_stage(merged: Path, exports: Path, formats: tuple[str, ...]) -> dict[str, Any]:
+    """Export the merged model to ``exports/<format>`` for each format (via ``embtune.export``); the
+    folder is built under a temporary name and renamed into place when every format is written."""
+    from embtune.pipeline.exports import run_exports
+    from embtune.utils.atomic import atomic_dir
+
+    with atomic_dir(exports) as tmp:
+        written = run_exports(merged, tmp, formats)
+    return {"written": {fmt: str(exports / Path(path).relative_to(tmp)) for fmt, path in written.items()}}
+
+
+def _clear_stale_checkpoints(pipe: "Pipeline", key: str) -> None:
+    """Remove checkpoints of a training run with other inputs/settings, then note this run's key."""
+    if pipe.manifest.noted("train_key") not in (None, key):
+        shutil.rmtree(pipe.path("checkpoints"), ignore_errors=True)
+        pipe.path("trainer_state.json").unlink(missing_ok=True)
+        pipe.console.print("[yellow]![/] training inputs or settings changed: old checkpoints removed")
+    pipe.manifest.note("train_key", key)
+
+
+def model_stages(pipe: "Pipeline") -> dict[str, Any]:
+    """Run baseline -> train -> merge -> after -> export in ``pipe``; returns the infos by stage name."""
+    from embtune.pipeline.stages import EMBEDDINGS, load_inference_model
+
+    s = pipe.s
+    chunks, evals, pairs = pipe.path("chunks.jsonl"), pipe.path("eval.jsonl"), pipe.path("pairs.jsonl")
+    model_key = pipe.model_id()
+    info: dict[str, Any] = {}
+    emb = pipe.path(EMBEDDINGS)
+    info["baseline"] = pipe.stage(
+        "baseline", {"chunks": chunks, "eval": evals, "embeddings": emb, "model": model_key},
+        {"max_seq_length": s.max_seq_length}, [BEFORE],
+        lambda: eval_stage(pipe.base_model(), chunks, evals, pipe.path(BEFORE), s.show_progress, emb))
+    pipe.release_model()  # free the inference copy before training
+    n_pairs = sum(1 for line in pairs.open("rb") if line.strip())
+    ts = train_settings(s, n_pairs)
+    weights = pipe.path(ts.weights_folder())
+    train_keys = {k: v for k, v in vars(ts).items() if k not in ("show_progress", "save_steps")}
+    info["train"] = pipe.stage("train", {"pairs": pairs, "model": model_key}, train_keys, [ts.weights_folder()],
+                               lambda: train_stage(pairs, pipe.dir, ts),
+                               before_run=lambda key: _clear_stale_checkpoints(pipe, key))
+    merged = pipe.path("merged")
+    info["merge"] = pipe.stage("merge", {"weights": weights}, {"qlora": s.qlora}, ["merged"],
+                               lambda: merge_stage(weights, merged, s.qlora))
+    info["after"] = pipe.stage(
+        "after", {"merged": merged, "chunks": chunks, "eval": evals}, {"max_seq_length": s.max_seq_length},
+        [AFTER], lambda: eval_stage(load_inference_model(str(merged), s.max_seq_length), chunks, evals,
+                                    pipe.path(AFTER), s.show_progress))
+    if s.export:
+        info["export"] = pipe.stage("export", {"merged": merged}, {"formats": list(s.export)}, ["exports"],
+                                    lambda: export_stage(merged, pipe.path("exports"), s.export))
+    return info
+
+
+def finish_report(pipe: "Pipeline", info: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """Write report.json / .md / .png from the stages' infos and print the summary; returns the report."""
+    from embtune.pipeline.report_files import build_report, write_report
+    from embtune.pipeline.stages import data_counts
+    from embtune.pipeline.summary import print_summary
+
+    s = pipe.s
+    counts = data_counts(info)
+    counts["train_steps"] = info["train"].get("steps")
+    timings = {name: entry.get("seconds") for name, entry in pipe.manifest.data["stages"].items()}
+    timings["total_of_stages"] = round(sum(v for v in timings.values() if v), 3)
+    timings["this_invocation"] = round(seconds, 3)
+    files = {"chunks": "chunks.jsonl", "pairs": "pairs.jsonl", "eval": "eval.jsonl", "checkpoints": "checkpoints/",
+             "weights": Path(info["train"].get("path", "adapter")).name + "/", "merged": "merged/",
+             "report": "report.md"}
+    if s.export:
+        files["exports"] = "exports/"
+    evaluation = {"queries": info["after"].get("queries"), "chunks": info["after"].get("chunks"),
+                  "source": info["split"].get("eval_source"), "level": "chunk (every chunk of a relevant document "
+                                                                      "counts as relevant)"}
+    report = build_report(info["baseline"]["metrics"], info["after"]["metrics"], evaluation=evaluation,
+                          counts=counts, timings=timings, settings=s.to_dict(),
+                          loss_history=info["train"].get("loss_history", []),
+                          files={k: str(pipe.dir / v) for k, v in files.items()})
+    write_report(pipe.dir, report)
+    print_summary(pipe.console, report, pipe.dir)
+    return report

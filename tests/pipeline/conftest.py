@@ -1,0 +1,35 @@
+"""Fixtures for the from-corpus tests: a tiny random BERT folder and a small Markdown corpus.
+
+The corpus is 12 SciFact abstracts written as Markdown files (title heading + the abstract split
+into paragraphs), small enough that every stage runs in seconds with the tiny model.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pipeline_helpers import write_corpus
+from tiny_models import build_tiny_hf
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread():
+    """One torch thread for the in-process runs (the subprocess runs get OMP_NUM_THREADS=1)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> str:
+    """Folder of a tiny random-init BERT (plain HF layout, MiniLM tokenizer)."""
+    return build_tiny_hf(tmp_path_factory.mktemp("tiny-model") / "bert", "bert", seed=0)
+
+
+@pytest.fixture(scope="session")
+def small_corpus(tmp_path_factory) -> Path:
+    """A folder of 12 Markdown documents (SciFact abstracts)."""
+    return write_corpus(tmp_path_factory.mktemp("corpus") / "docs")

@@ -1,0 +1,28 @@
+"""Shared constants and helpers of the from-corpus tests (a plain module: conftest files are not importable
+reliably when several test folders have one)."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from tiny_models import scifact_dir
+
+# Tiny matmuls gain nothing from threads; on a busy 2-core machine OpenMP spinning slows them a lot.
+SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+                  "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
+TINY_ARGS = ["--max-seq-length", "64", "--chunk-tokens", "48", "--chunk-overlap", "8"]
+
+
+def write_corpus(folder: Path, n_docs: int = 12, start: int = 0) -> Path:
+    """Write ``n_docs`` SciFact abstracts as Markdown files into ``folder`` (title heading + paragraphs
+    of three sentences); returns the folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(scifact_dir() / "corpus.jsonl", encoding="utf-8") as fh:
+        docs = [json.loads(line) for _, line in zip(range(start + n_docs), fh)][start:]
+    for doc in docs:
+        sentences = [s.strip() for s in doc["text"].split(". ") if s.strip()]
+        paragraphs = [". ".join(sentences[i:i + 3]) for i in range(0, len(sentences), 3)]
+        body = "\n\n".join(p if p.endswith(".") else p + "." for p in paragraphs)
+        (folder / f"doc{doc['_id']}.md").write_text(f"# {doc['title']}\n\n{body}\n", encoding="utf-8")
+    return folder

@@ -1,0 +1,138 @@
+"""Units of the from-corpus pipeline that need no model: manifest keys, records, labels, settings, report."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from embtune.errors import ConfigError, DataFormatError, EmbtuneError
+from embtune.pipeline.labels import chunks_by_doc, eval_queries_from_labels, read_label_qrels, read_queries
+from embtune.pipeline.manifest import Manifest, hash_path, stage_key
+from embtune.pipeline.records import read_eval, read_pairs, write_jsonl
+from embtune.pipeline.report_files import build_report, report_markdown, write_report
+from embtune.pipeline.settings import RunSettings, parse_exports
+from embtune.pipeline.training import corpus_pairs_data, is_corpus_pairs_file
+
+
+def test_hash_path_ignores_hidden_temp_files_and_sees_content(tmp_path):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "a.txt").write_text("one")
+    first = hash_path(folder)
+    (folder / ".a.txt.123.tmp").write_text("half-written")
+    assert hash_path(folder) == first
+    (folder / "a.txt").write_text("two")
+    assert hash_path(folder) != first
+    with pytest.raises(EmbtuneError, match="does not exist"):
+        hash_path(tmp_path / "nope")
+
+
+def test_manifest_skips_only_same_key_with_outputs(tmp_path):
+    m = Manifest.open(tmp_path, "from-corpus")
+    key = stage_key("chunks", {"a": 1}, {"corpus": "h1"})
+    assert key != stage_key("chunks", {"a": 2}, {"corpus": "h1"})
+    assert key != stage_key("chunks", {"a": 1}, {"corpus": "h2"})
+    (tmp_path / "chunks.jsonl").write_text("{}\n")
+    m.finish("chunks", key, ["chunks.jsonl"], 1.0, {"chunks": 3})
+    again = Manifest.open(tmp_path, "from-corpus")
+    assert again.is_done("chunks", key)
+    assert not again.is_done("chunks", "other")
+    (tmp_path / "chunks.jsonl").unlink()
+    assert not again.is_done("chunks", key)
+
+
+def test_manifest_corrupt_names_file(tmp_path):
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(EmbtuneError, match="manifest.json.*--force"):
+        Manifest.open(tmp_path, "from-corpus")
+
+
+def test_write_jsonl_is_atomic_and_leaves_no_temp(tmp_path):
+    path = tmp_path / "x.jsonl"
+    write_jsonl(path, [{"a": 1}])
+
+    def boom():
+        yield {"a": 2}
+        raise RuntimeError("killed midway")
+
+    with pytest.raises(RuntimeError):
+        write_jsonl(path, boom())
+    assert path.read_text() == '{"a": 1}\n'  # the old file, untouched
+    assert [p.name for p in tmp_path.iterdir()] == ["x.jsonl"]
+
+
+PAIR = {"query": "q", "positive": "p", "positive_id": "c1", "doc_id": "d1", "builder": "heuristic",
+        "negatives": ["n1", "n2"], "negative_ids": ["c2", "c3"]}
+
+
+def test_read_pairs_and_conversion_to_training_rows(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    write_jsonl(path, [PAIR, {**PAIR, "query": "q2", "negatives": ["n3"], "negative_ids": ["c4"]}])
+    assert is_corpus_pairs_file(path)
+    data = corpus_pairs_data(path)
+    assert data.columns == ["anchor", "positive", "negative_1"]
+    assert data.rows[0] == {"anchor": "q", "positive": "p", "negative_1": "n1"}
+    bad = tmp_path / "bad.jsonl"
+    write_jsonl(bad, [PAIR, {**PAIR, "negative_ids": ["c2"]}])
+    with pytest.raises(DataFormatError, match=r"bad.jsonl:2: .*negative_ids"):
+        read_pairs(bad)
+
+
+def test_read_eval_checks_chunk_ids(tmp_path):
+    path = tmp_path / "eval.jsonl"
+    write_jsonl(path, [{"query_id": "1", "query": "q", "relevant": ["c9"]}])
+    with pytest.raises(DataFormatError, match=r"eval.jsonl:1: .*'c9'"):
+        read_eval(path, {"c1"})
+
+
+def test_labels_map_documents_to_all_their_chunks(tmp_path):
+    queries = tmp_path / "q.jsonl"
+    queries.write_text('{"_id": "1", "text": "what"}\n{"_id": "2", "text": "who"}\n')
+    qrels = tmp_path / "qrels.tsv"
+    qrels.write_text("query-id\tcorpus-id\tscore\n1\tdA\t1\n2\tdB\t0\n2\tdC\t1\n")
+    q = read_queries(queries)
+    judgements = read_label_qrels(qrels, q, {"dA", "dB", "dC"})
+    chunks = [{"id": "a1", "doc_id": "dA"}, {"id": "a2", "doc_id": "dA"}, {"id": "b1", "doc_id": "dB"}]
+    records, dropped = eval_queries_from_labels(judgements, q, chunks_by_doc(chunks))
+    # query 2's only relevant document (dC) has no chunk: it cannot be evaluated and is counted
+    assert records == [{"query_id": "1", "query": "what", "relevant": ["a1", "a2"]}] and dropped == 1
+
+
+def _settings(tmp_path, **kw):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir(exist_ok=True)
+    return RunSettings(corpus=corpus, out=tmp_path / "out", **kw)
+
+
+def test_settings_builder_resolution(tmp_path):
+    (tmp_path / "l.tsv").write_text("x")
+    (tmp_path / "q.jsonl").write_text("x")
+    assert _settings(tmp_path).check().builder == "heuristic"
+    assert _settings(tmp_path, llm_url="http://x", llm_model="m").check().builder == "llm"
+    s = _settings(tmp_path, labels=tmp_path / "l.tsv", queries=tmp_path / "q.jsonl").check()
+    assert s.builder == "labels"
+    with pytest.raises(ConfigError, match="--labels is only used"):
+        _settings(tmp_path, pairs="heuristic", labels=tmp_path / "l.tsv", queries=tmp_path / "q.jsonl").check()
+    with pytest.raises(ConfigError, match="--chunk-overlap"):
+        _settings(tmp_path, chunk_tokens=32, chunk_overlap=32).check()
+
+
+def test_parse_exports():
+    assert parse_exports("gguf, tei,gguf") == ("gguf", "tei")
+    with pytest.raises(ConfigError, match="unknown format 'pdf'"):
+        parse_exports("gguf,pdf")
+
+
+def test_report_files(tmp_path):
+    before = {"recall@1": 0.1, "recall@5": 0.3, "recall@10": 0.4, "recall@100": 0.9, "ndcg@10": 0.25,
+              "mrr@10": 0.2, "map@100": 0.21, "precision@1": 0.1}
+    after = {k: v + 0.05 for k, v in before.items()}
+    report = build_report(before, after, evaluation={"queries": 5, "source": "held out", "chunks": 40},
+                          loss_history=[[1, 2.0], [2, 1.5]], counts={"chunks": 40})
+    assert "precision@1" not in report["before"]
+    assert report["delta"]["ndcg@10"] == pytest.approx(0.05)
+    md = report_markdown(report)
+    assert "| before |" in md and "| after |" in md and "0.3000" in md
+    paths = write_report(tmp_path, report)
+    assert json.loads(paths[0].read_text())["after"]["ndcg@10"] == pytest.approx(0.3)
+    assert paths[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
