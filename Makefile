@@ -39,7 +39,7 @@ llama-cpp:
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/embtune from-corpus examples/sample_corpus --out $(DEMO_OUT) --max-steps 10 --batch-size 16 $(DEMO_ARGS)
+	$(BIN)/embtune from-corpus examples/sample_corpus --out $(DEMO_OUT) --max-steps 10 --batch-size 16 --lr 1e-3 $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests -q -m "not slow" -p no:cacheprovider

@@ -13,7 +13,7 @@ from pipeline_helpers import TINY_ARGS
 from embtune.cli import main
 from embtune.pipeline.evaluation import REPORT_METRICS
 
-STAGES = ["chunks", "embed", "pairs", "split", "negatives", "baseline", "train", "merge", "after"]
+STAGES = ["chunks", "embed", "pairs", "split", "negatives", "baseline", "train", "merge", "embed_after", "after"]
 
 
 def run_args(model: str, steps: int = 4) -> list[str]:

@@ -136,3 +136,37 @@ def test_report_files(tmp_path):
     paths = write_report(tmp_path, report)
     assert json.loads(paths[0].read_text())["after"]["ndcg@10"] == pytest.approx(0.3)
     assert paths[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+class _FixedQueryModel:
+    """Test double: ``encode_query`` returns preset embeddings (the chunk side is given as a matrix)."""
+
+    def __init__(self, vectors):
+        self.vectors = vectors
+
+    def encode_query(self, texts, **kwargs):
+        import torch
+
+        return torch.tensor([self.vectors[t] for t in texts], dtype=torch.float32)
+
+
+def test_evaluate_chunk_and_document_levels():
+    import numpy as np
+
+    from embtune.pipeline.evaluation import documents_in_order, evaluate_chunks
+
+    chunks = [{"id": "a1", "doc_id": "A"}, {"id": "a2", "doc_id": "A"}, {"id": "b1", "doc_id": "B"},
+              {"id": "c1", "doc_id": "C"}]
+    # cosine to the query [1, 0]: a2 (1.0) > b1 (0.8) > a1 (0.6) > c1 (0.0)
+    emb = np.array([[0.6, 0.8], [1.0, 0.0], [0.8, 0.6], [0.0, 1.0]], dtype=np.float32)
+    model = _FixedQueryModel({"q": [1.0, 0.0]})
+    queries = [{"query_id": "1", "query": "q", "relevant": ["a1", "a2"]}]
+    chunk_level = evaluate_chunks(model, chunks, queries, emb, "chunk", show_progress=False)
+    # chunks a2 (rank 1) and a1 (rank 3) relevant: recall@1 = 1/2, MRR = 1
+    assert chunk_level["recall@1"] == pytest.approx(0.5) and chunk_level["mrr@10"] == pytest.approx(1.0)
+    doc_level = evaluate_chunks(model, chunks, queries, emb, "document", show_progress=False)
+    # documents A (via a2), B, C: the single relevant document A is first
+    assert doc_level["recall@1"] == pytest.approx(1.0) and doc_level["ndcg@10"] == pytest.approx(1.0)
+    assert documents_in_order(["a2", "b1", "a1", "c1"], {c["id"]: c["doc_id"] for c in chunks}) == ["A", "B", "C"]
+    with pytest.raises(EmbtuneError, match="one row per chunk"):
+        evaluate_chunks(model, chunks, queries, emb[:3], "chunk", show_progress=False)

@@ -1,11 +1,20 @@
 """Retrieval metrics of a model on a run folder's chunks and eval.jsonl (held-out or labelled queries).
 
-The searched corpus is every chunk of chunks.jsonl; a query's relevant set is its ``relevant`` chunk
-ids (for --eval-labels: every chunk of each relevant document). Metrics come from
-``embtune.eval.evaluate_retrieval`` (ST-compatible definitions).
+Every chunk of chunks.jsonl is searched (exact cosine search, ties broken as in
+``embtune.eval``), with the model's chunk embeddings computed once by an embed stage. Two levels:
+
+* ``"chunk"`` (held-out queries): a query's relevant items are its ``relevant`` chunk ids.
+* ``"document"`` (``--eval-labels``, whose judgements name documents): the chunk ranking is turned
+  into a document ranking, each document at the rank of its best chunk (MaxP), and scored against
+  the documents of the ``relevant`` chunks, so the numbers compare with document-level benchmarks
+  such as BEIR whatever the chunking.
+
+Metrics are ``embtune.eval.retrieval_metrics`` (the definitions of sentence-transformers'
+InformationRetrievalEvaluator).
 """
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -14,53 +23,71 @@ from embtune.errors import EmbtuneError
 
 REPORT_KS = (1, 5, 10, 100)
 REPORT_METRICS = ("recall@1", "recall@5", "recall@10", "recall@100", "ndcg@10", "mrr@10", "map@100")
+LEVELS = ("chunk", "document")
+
+
+def rank_chunks(model: Any, queries: list[str], chunk_ids: list[str], chunk_embeddings: np.ndarray, k: int,
+                batch_size: int = 64, show_progress: bool = True) -> list[list[str]]:
+    """Top ``k`` chunk ids per query, best first (exact cosine search over the given embeddings).
+
+    In: the model (its ``encode_query`` embeds the queries), query texts, the chunk ids and their
+    embeddings (one row per id). Out: one ranked id list per query. Raises EmbtuneError when the
+    embeddings do not have one row per chunk.
+    """
+    import torch
+
+    from embtune.eval import StreamingTopK
+
+    if chunk_embeddings.ndim != 2 or chunk_embeddings.shape[0] != len(chunk_ids):
+        raise EmbtuneError(f"chunk embeddings have shape {chunk_embeddings.shape}, expected one row per chunk "
+                           f"({len(chunk_ids)}); rerun with --force")
+    query_emb = model.encode_query(queries, batch_size=batch_size, show_progress_bar=show_progress,
+                                   convert_to_tensor=True, normalize_embeddings=True)
+    topk = StreamingTopK(query_emb, chunk_ids, min(k, len(chunk_ids)), score_function="cos")
+    topk.add(torch.from_numpy(np.ascontiguousarray(chunk_embeddings, dtype=np.float32)))
+    return topk.result()[1]
+
+
+def documents_in_order(ranking: list[str], doc_of: dict[str, str]) -> list[str]:
+    """A chunk ranking as a document ranking: each document once, at the rank of its best chunk."""
+    return list(dict.fromkeys(doc_of[c] for c in ranking))
 
 
 def evaluate_chunks(model: Any, chunks: list[dict[str, Any]], eval_queries: list[dict[str, Any]],
-                    batch_size: int = 64, show_progress: bool = True,
-                    chunk_embeddings: np.ndarray | None = None) -> dict[str, float]:
-    """Evaluate ``model`` retrieving chunks for the eval queries.
+                    chunk_embeddings: np.ndarray, level: str = "chunk", batch_size: int = 64,
+                    show_progress: bool = True) -> dict[str, float]:
+    """Evaluate ``model`` on the eval queries, searching all chunks.
 
-    In: a SentenceTransformer-like model, chunk records (``id``, ``text``), eval records
-    (``query_id``, ``query``, ``relevant``), optionally the model's own document embeddings of the
-    chunks (one normalised row per chunk, e.g. the run's work/chunk_embeddings.npy) to skip
-    re-encoding them. Out: ``{metric: value}`` with every ``REPORT_METRICS`` key (and the other
-    metrics of ``embtune.eval``) plus ``num_queries``. Raises EmbtuneError when there is no chunk or
-    no query, or the embeddings do not have one row per chunk.
+    In: the model, chunk records (``id``, ``doc_id``), eval records (``query_id``, ``query``,
+    ``relevant`` chunk ids), the model's document embeddings of the chunks (one normalised row per
+    chunk), ``level`` "chunk" or "document" (see the module docstring). Out: ``{metric: value}``
+    with every ``REPORT_METRICS`` key (and the other metrics of ``embtune.eval``) plus
+    ``num_queries``. Raises EmbtuneError when there is no chunk or no query.
     """
-    from embtune.eval import evaluate_retrieval
+    from embtune.eval import retrieval_metrics
 
+    if level not in LEVELS:
+        raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
     if not chunks:
         raise EmbtuneError("there are no chunks to search")
     if not eval_queries:
         raise EmbtuneError("there are no evaluation queries")
-    corpus = {c["id"]: c["text"] for c in chunks}
-    queries = {q["query_id"]: q["query"] for q in eval_queries}
-    qrels = {q["query_id"]: dict.fromkeys(q["relevant"], 1) for q in eval_queries}
-    if chunk_embeddings is None:
-        return evaluate_retrieval(model, corpus, queries, qrels, ks=REPORT_KS, batch_size=batch_size,
-                                  show_progress=show_progress)
-    return _evaluate_with_embeddings(model, list(corpus), queries, qrels, chunk_embeddings, batch_size,
-                                     show_progress)
-
-
-def _evaluate_with_embeddings(model: Any, doc_ids: list[str], queries: dict[str, str],
-                              qrels: dict[str, dict[str, int]], emb: np.ndarray, batch_size: int,
-                              show_progress: bool) -> dict[str, float]:
-    """The search of ``evaluate_retrieval`` (same top-k and tie rules) over given document embeddings."""
-    import torch
-
-    from embtune.eval import StreamingTopK, retrieval_metrics
-
-    if emb.ndim != 2 or emb.shape[0] != len(doc_ids):
-        raise EmbtuneError(f"chunk embeddings have shape {emb.shape}, expected one row per chunk ({len(doc_ids)})")
-    qids = list(qrels)
-    query_emb = model.encode_query([queries[q] for q in qids], batch_size=batch_size, show_progress_bar=show_progress,
-                                   convert_to_tensor=True, normalize_embeddings=True)
-    topk = StreamingTopK(query_emb, doc_ids, max(REPORT_KS), score_function="cos")
-    topk.add(torch.from_numpy(np.ascontiguousarray(emb, dtype=np.float32)))
-    _, ranking = topk.result()
-    return retrieval_metrics(dict(zip(qids, ranking)), qrels, REPORT_KS)
+    ids = [c["id"] for c in chunks]
+    depth = max(REPORT_KS)
+    if level == "document":
+        # deep enough that the best chunks of max(ks) distinct documents are always in the list
+        depth *= max(Counter(c["doc_id"] for c in chunks).values())
+    rankings = rank_chunks(model, [q["query"] for q in eval_queries], ids, chunk_embeddings, depth, batch_size,
+                           show_progress)
+    qids = [q["query_id"] for q in eval_queries]
+    if level == "chunk":
+        ranked = dict(zip(qids, rankings))
+        qrels = {q["query_id"]: dict.fromkeys(q["relevant"], 1) for q in eval_queries}
+    else:
+        doc_of = {c["id"]: c["doc_id"] for c in chunks}
+        ranked = {qid: documents_in_order(r, doc_of) for qid, r in zip(qids, rankings)}
+        qrels = {q["query_id"]: dict.fromkeys((doc_of[c] for c in q["relevant"]), 1) for q in eval_queries}
+    return retrieval_metrics(ranked, qrels, REPORT_KS)
 
 
 def headline(metrics: dict[str, float]) -> dict[str, float]:

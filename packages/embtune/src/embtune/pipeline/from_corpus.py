@@ -131,6 +131,7 @@ class Pipeline:
         self.dir = settings.out
         self._hashes: dict[Path, str] = {}
         self._model = None
+        self._merged = None
         self._model_id: str | None = None
         self.ran: list[str] = []
 
@@ -164,6 +165,12 @@ class Pipeline:
     def release_model(self) -> None:
         """Drop the inference copy of the base model (before training loads its own)."""
         self._model = None
+
+    def merged_model(self):
+        """The trained, merged model (DIR/merged) for inference, loaded once."""
+        if self._merged is None:
+            self._merged = stages.load_inference_model(str(self.path("merged")), self.s.max_seq_length)
+        return self._merged
 
     def stage(self, name: str, inputs: dict[str, Path | str], settings: dict[str, Any], outputs: list[str],
               run: Callable[[], dict[str, Any]], before_run: Callable[[str], None] | None = None) -> dict[str, Any]:

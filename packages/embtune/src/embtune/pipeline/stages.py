@@ -287,7 +287,7 @@ def describe(name: str, info: dict[str, Any]) -> str:
     """One-line summary of a finished stage's info for the console."""
     if name == "chunks":
         return f"{info.get('documents')} documents -> {info.get('chunks')} chunks"
-    if name == "embed":
+    if name in ("embed", "embed_after"):
         return f"{info.get('chunks')} chunk embeddings (dim {info.get('dim')})"
     if name == "pairs":
         return f"{info.get('builder')}: {info.get('built')} built, {info.get('kept')} kept after filtering"

@@ -1,11 +1,15 @@
 """The model stages of a from-corpus run, each from input files to one output in DIR.
 
-    baseline  model + chunks.jsonl + eval.jsonl -> work/before.json
-    train     pairs.jsonl                       -> adapter/ (model/ with --full); checkpoints/ on the way
-    merge     adapter/                          -> merged/  (plain sentence-transformers folder)
-    after     merged/ + chunks.jsonl + eval.jsonl -> work/after.json
-    export    merged/                           -> exports/ (only with --export)
-    report    everything above                  -> report.json, report.md, report.png (always rewritten)
+    baseline     base model + chunk embeddings + eval.jsonl -> work/before.json
+    train        pairs.jsonl                  -> adapter/ (model/ with --full); checkpoints/ on the way
+    merge        adapter/                     -> merged/  (plain sentence-transformers folder)
+    embed_after  merged/ + chunks.jsonl       -> work/chunk_embeddings.merged.npy
+    after        merged/ + its chunk embeddings + eval.jsonl -> work/after.json
+    export       merged/                      -> exports/ (only with --export)
+    report       everything above             -> report.json, report.md, report.png (always rewritten)
+
+Evaluation is at chunk level for held-out queries and at document level for --eval-labels (see
+``embtune.pipeline.evaluation``).
 
 Training resumes through ``embtune.training``'s checkpoints in DIR/checkpoints: a run killed during
 training continues from the newest checkpoint when the same command runs again. Checkpoints left by
@@ -29,24 +33,25 @@ if TYPE_CHECKING:
 
 BEFORE = "work/before.json"
 AFTER = "work/after.json"
+MERGED_EMBEDDINGS = "work/chunk_embeddings.merged.npy"
 LOSS_POINTS = 40
 
 
-def eval_stage(model: Any, chunks_path: Path, eval_path: Path, out_path: Path, show_progress: bool = True,
-               emb_path: Path | None = None) -> dict[str, Any]:
+def eval_stage(model: Any, chunks_path: Path, eval_path: Path, emb_path: Path, out_path: Path, level: str,
+               show_progress: bool = True) -> dict[str, Any]:
     """Evaluate ``model`` on the run's chunks and eval queries; write all metrics to ``out_path``.
 
-    ``emb_path``: the model's own chunk embeddings (.npy), reused instead of re-encoding (the
-    baseline). Out: ``{"metrics": the report metrics, "queries": n, "chunks": m}``.
+    ``emb_path``: the model's own chunk embeddings (.npy, from an embed stage); ``level``: "chunk"
+    or "document" (``evaluation.evaluate_chunks``). Out: ``{"metrics": the report metrics,
+    "queries": n, "chunks": m, "level": level}``.
     """
     from embtune.pipeline.stages import load_embeddings
 
     chunks = read_chunks(chunks_path)
     queries = read_eval(eval_path, {c["id"] for c in chunks})
-    emb = load_embeddings(emb_path) if emb_path is not None else None
-    metrics = evaluate_chunks(model, chunks, queries, show_progress=show_progress, chunk_embeddings=emb)
+    metrics = evaluate_chunks(model, chunks, queries, load_embeddings(emb_path), level, show_progress=show_progress)
     atomic_write_json(out_path, metrics)
-    return {"metrics": headline(metrics), "queries": len(queries), "chunks": len(chunks)}
+    return {"metrics": headline(metrics), "queries": len(queries), "chunks": len(chunks), "level": level}
 
 
 def train_settings(s: "RunSettings", train_pairs: int) -> "TrainSettings":
@@ -103,18 +108,20 @@ def _clear_stale_checkpoints(pipe: "Pipeline", key: str) -> None:
 
 
 def model_stages(pipe: "Pipeline") -> dict[str, Any]:
-    """Run baseline -> train -> merge -> after -> export in ``pipe``; returns the infos by stage name."""
-    from embtune.pipeline.stages import EMBEDDINGS, load_inference_model
+    """Run baseline -> train -> merge -> embed_after -> after -> export in ``pipe``; returns the infos by
+    stage name."""
+    from embtune.pipeline.stages import EMBEDDINGS, embed_stage
 
     s = pipe.s
     chunks, evals, pairs = pipe.path("chunks.jsonl"), pipe.path("eval.jsonl"), pipe.path("pairs.jsonl")
     model_key = pipe.model_id()
     info: dict[str, Any] = {}
-    emb = pipe.path(EMBEDDINGS)
+    emb, merged_emb = pipe.path(EMBEDDINGS), pipe.path(MERGED_EMBEDDINGS)
+    level = "document" if s.eval_labels is not None else "chunk"
+    evaluation = {"max_seq_length": s.max_seq_length, "level": level}
     info["baseline"] = pipe.stage(
-        "baseline", {"chunks": chunks, "eval": evals, "embeddings": emb, "model": model_key},
-        {"max_seq_length": s.max_seq_length}, [BEFORE],
-        lambda: eval_stage(pipe.base_model(), chunks, evals, pipe.path(BEFORE), s.show_progress, emb))
+        "baseline", {"chunks": chunks, "eval": evals, "embeddings": emb, "model": model_key}, evaluation, [BEFORE],
+        lambda: eval_stage(pipe.base_model(), chunks, evals, emb, pipe.path(BEFORE), level, s.show_progress))
     pipe.release_model()  # free the inference copy before training
     n_pairs = sum(1 for line in pairs.open("rb") if line.strip())
     ts = train_settings(s, n_pairs)
@@ -126,10 +133,13 @@ def model_stages(pipe: "Pipeline") -> dict[str, Any]:
     merged = pipe.path("merged")
     info["merge"] = pipe.stage("merge", {"weights": weights}, {"qlora": s.qlora}, ["merged"],
                                lambda: merge_stage(weights, merged, s.qlora))
+    info["embed_after"] = pipe.stage(
+        "embed_after", {"chunks": chunks, "merged": merged}, {"max_seq_length": s.max_seq_length},
+        [MERGED_EMBEDDINGS], lambda: embed_stage(chunks, merged_emb, pipe.merged_model(), s.show_progress))
     info["after"] = pipe.stage(
-        "after", {"merged": merged, "chunks": chunks, "eval": evals}, {"max_seq_length": s.max_seq_length},
-        [AFTER], lambda: eval_stage(load_inference_model(str(merged), s.max_seq_length), chunks, evals,
-                                    pipe.path(AFTER), s.show_progress))
+        "after", {"merged": merged, "chunks": chunks, "eval": evals, "embeddings": merged_emb}, evaluation, [AFTER],
+        lambda: eval_stage(pipe.merged_model(), chunks, evals, merged_emb, pipe.path(AFTER), level,
+                           s.show_progress))
     if s.export:
         info["export"] = pipe.stage("export", {"merged": merged}, {"formats": list(s.export)}, ["exports"],
                                     lambda: export_stage(merged, pipe.path("exports"), s.export))
@@ -153,9 +163,10 @@ def finish_report(pipe: "Pipeline", info: dict[str, Any], seconds: float) -> dic
              "report": "report.md"}
     if s.export:
         files["exports"] = "exports/"
+    level = info["after"].get("level", "chunk")
     evaluation = {"queries": info["after"].get("queries"), "chunks": info["after"].get("chunks"),
-                  "source": info["split"].get("eval_source"), "level": "chunk (every chunk of a relevant document "
-                                                                      "counts as relevant)"}
+                  "source": info["split"].get("eval_source"),
+                  "level": level + (" (each document ranked by its best chunk)" if level == "document" else "")}
     report = build_report(info["baseline"]["metrics"], info["after"]["metrics"], evaluation=evaluation,
                           counts=counts, timings=timings, settings=s.to_dict(),
                           loss_history=info["train"].get("loss_history", []),
