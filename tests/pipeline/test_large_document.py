@@ -8,12 +8,12 @@ import time
 
 import pytest
 from click.testing import CliRunner
-from pipeline_helpers import TINY_ARGS
 
 from embtune.cli import main
 
 SIZE = 50 * 1024 * 1024
-TIME_LIMIT_S = 900
+CPU_LIMIT_S = 600    # CPU seconds of this process: what the work costs, whatever else shares the machine
+WALL_LIMIT_S = 7200  # only a guard against a hang on a heavily shared machine
 
 
 def write_big_document(path, size: int = SIZE, seed: int = 0) -> int:
@@ -42,16 +42,16 @@ def test_fifty_megabyte_document(tmp_path, tiny_model):
     big = tmp_path / "big.md"
     assert write_big_document(big) >= SIZE
     run = tmp_path / "run"
-    started = time.monotonic()
+    started, cpu_started = time.monotonic(), time.process_time()
     result = CliRunner().invoke(main, ["from-corpus", str(big), "--out", str(run), "--model", tiny_model, "--quiet",
-                                       *TINY_ARGS])
-    elapsed = time.monotonic() - started
-    assert elapsed < TIME_LIMIT_S
+                                       "--max-seq-length", "128", "--chunk-tokens", "120"])
+    elapsed, cpu = time.monotonic() - started, time.process_time() - cpu_started
+    assert cpu < CPU_LIMIT_S and elapsed < WALL_LIMIT_S, (cpu, elapsed)
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("embtune: error: ") and str(big) in lines[0], result.output
     assert "at least 2" in lines[0] and "--eval-labels" in lines[0]
     # the document itself went through: every chunk written, whole, within the token budget
     chunks = [json.loads(line) for line in (run / "chunks.jsonl").read_text(encoding="utf-8").splitlines()]
-    assert len(chunks) > 100_000 and {c["doc_id"] for c in chunks} == {"big.md"}
-    print(f"\n50 MB document: {len(chunks)} chunks in {elapsed:.0f} s")
+    assert len(chunks) > 50_000 and {c["doc_id"] for c in chunks} == {"big.md"}
+    print(f"\n50 MB document: {len(chunks)} chunks, {cpu:.0f} CPU-s, {elapsed:.0f} s wall")

@@ -35,6 +35,10 @@ logger = logging.getLogger("embtune")
 ST_TRANSFORMER_TYPE = f"{Transformer.__module__}.{Transformer.__name__}"
 """How a plain sentence-transformers save names its Transformer module in modules.json."""
 
+# Registered on import: a FastTransformer unpickled in another process (multi-process encoding)
+# finds "embtune_varlen" in transformers' registry there too.
+varlen_attention.register()
+
 _PACKABLE_KEYS = frozenset({"input_ids", "attention_mask", "token_type_ids"})
 # Outputs that ST modules write into the features dict; a reused dict carries them (ignored here).
 _OUTPUT_KEYS = frozenset({"token_embeddings", "sentence_embedding", "all_layer_embeddings", "token_weights"})

@@ -222,6 +222,10 @@ def run_pipeline(settings: RunSettings, until: str | None = None, console=None,
     console = console or make_console()
     manifest = prepare_run_dir(settings, command)
     with run_lock(settings.out):
+        if settings.show_progress:
+            console.print(f"[bold]embtune {command}[/] {settings.corpus} -> {settings.out}  "
+                          f"[dim](model: {settings.model or 'all-MiniLM-L6-v2, embedded'}; pairs: {settings.builder})[/]",
+                          highlight=False)
         pipe = Pipeline(settings, manifest, console)
         started = time.perf_counter()
         info = stages.data_stages(pipe)

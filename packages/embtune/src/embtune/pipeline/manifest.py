@@ -4,7 +4,7 @@
 
     {"version": 1, "command": "from-corpus", "stages": {
         "chunks": {"key": "<sha256 of inputs+settings>", "outputs": ["chunks.jsonl"],
-                   "seconds": 3.2, "finished_at": "2025-01-01T12:00:00Z", "info": {"chunks": 412}}}}
+                   "seconds": 3.2, "finished_at": "2025-01-01T12:00:00.123456Z", "info": {"chunks": 412}}}}
 
 A stage's key is the sha256 of its name, the settings that change its output, and the content
 hashes of its input files and folders. A rerun skips a stage whose key is unchanged and whose outputs
@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,11 @@ from embtune.utils.atomic import atomic_write_json
 MANIFEST = "manifest.json"
 VERSION = 1
 _BLOCK = 1 << 20
+
+
+def _utc_now() -> str:
+    """The current UTC time in ISO 8601 with microseconds (two stages a few ms apart differ)."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def hash_file(path: str | os.PathLike) -> str:
@@ -140,7 +145,7 @@ class Manifest:
         """Record stage ``name`` as finished (after its outputs were renamed into place) and save."""
         self.data["stages"][name] = {
             "key": key, "outputs": outputs, "seconds": round(seconds, 3),
-            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "info": info or {}}
+            "finished_at": _utc_now(), "info": info or {}}
         self.save()
 
     def forget(self, name: str) -> None:
