@@ -133,9 +133,27 @@ def test_training_modes(mode, tmp_path, small_corpus, tiny_model):
     assert json.loads((run / "report.json").read_text())["counts"]["train_steps"] == 2
 
 
-def test_export_tei(tmp_path, small_corpus, tiny_model):
+def test_exports_all_three_formats_that_load_in_their_runtimes(tmp_path, small_corpus, tiny_model):
+    """--export gguf,tei,onnx: each file loads in its real runtime and embeds like the merged folder."""
     pytest.importorskip("embtune.export.api")
+    from embtune.export.tei_rules import validate_tei_folder
+    from embtune.export.verify import TEXTS, cosines, onnx_embeddings, reference_embeddings
+
     run = tmp_path / "run"
-    invoke("from-corpus", str(small_corpus), "--out", str(run), *run_args(tiny_model, steps=2), "--export", "tei")
-    assert (run / "exports" / "tei").is_dir() and any((run / "exports" / "tei").iterdir())
+    result = invoke("from-corpus", str(small_corpus), "--out", str(run), *run_args(tiny_model, steps=2),
+                    "--export", "gguf,tei,onnx")
+    exports = run / "exports"
+    assert sorted(p.name for p in exports.iterdir()) == ["gguf", "onnx", "tei"]
     assert not [p for p in run.iterdir() if p.name.startswith(".exports")]
+    assert "exports" in result.output
+    reference = reference_embeddings(run / "merged", TEXTS)
+    validate_tei_folder(exports / "tei")
+    assert cosines(reference, reference_embeddings(exports / "tei", TEXTS)).min() >= 0.9999
+    assert cosines(reference, onnx_embeddings(exports / "onnx", TEXTS)).min() >= 0.9999
+    (gguf,) = list((exports / "gguf").glob("*.gguf"))
+    assert (exports / "gguf" / "Modelfile").is_file()
+    llama_cpp = pytest.importorskip("llama_cpp")
+    assert llama_cpp
+    from embtune.export.verify import llama_embeddings
+
+    assert cosines(reference, llama_embeddings(gguf, TEXTS)).min() >= 0.999

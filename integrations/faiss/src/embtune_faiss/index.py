@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -294,10 +295,20 @@ class EmbtuneFaissIndex:
                 "search_params": self.search_params, "ntotal": len(self), "ids": list(self.ids)}
 
     def save(self, folder: str | os.PathLike) -> Path:
-        """Write ``index.faiss`` and ``index.json`` into ``folder`` (replaced atomically); returns it."""
+        """Write ``index.faiss`` and ``index.json`` into ``folder`` (replaced atomically); returns it.
+
+        EmbtuneError naming the file when it cannot be written (a full disk, say); ``folder`` is then
+        left as it was."""
         folder = Path(folder)
         with atomic_dir(folder) as tmp:
-            faiss.write_index(self.index, str(tmp / INDEX_FILE))
+            try:
+                faiss.write_index(self.index, str(tmp / INDEX_FILE))
+            except RuntimeError as exc:  # FAISS reports I/O failures as "... (No space left on device)"
+                reason = re.search(r"write error in .*\(([^()]+)\)\s*$", str(exc))
+                if reason is None:
+                    raise
+                raise EmbtuneError(f"cannot write the index ({reason.group(1)})",
+                                   path=folder / INDEX_FILE) from None
             (tmp / META_FILE).write_text(json.dumps(self.metadata(), ensure_ascii=False) + "\n",
                                          encoding="utf-8")
         return folder

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from embtune.cli.options import DEFAULT_MODEL
+from embtune.cli.options import DEFAULT_MODEL, FiniteFloatRange
 
 
 def data_options(fn):
@@ -28,7 +28,7 @@ def data_options(fn):
         click.option("--chunk-tokens", type=click.IntRange(16), default=256, show_default=True,
                      help="Chunk size in model tokens (capped at the model's max length)."),
         click.option("--chunk-overlap", type=click.IntRange(0), default=32, show_default=True),
-        click.option("--eval-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
+        click.option("--eval-fraction", type=FiniteFloatRange(0, 1, min_open=True, max_open=True), default=0.2,
                      show_default=True, help="Share of documents held out for evaluation."),
         click.option("--max-seq-length", type=click.IntRange(8, 32768), default=None),
         click.option("--quiet", is_flag=True, help="No progress bars or stage lines."),
@@ -44,7 +44,7 @@ def data_options(fn):
 @click.option("--epochs", type=click.IntRange(1), default=1, show_default=True)
 @click.option("--max-steps", type=click.IntRange(1), default=None, help="Cap the training steps.")
 @click.option("--batch-size", type=click.IntRange(2), default=32, show_default=True)
-@click.option("--lr", "learning_rate", type=click.FloatRange(0, min_open=True), default=2e-4, show_default=True)
+@click.option("--lr", "learning_rate", type=FiniteFloatRange(0, min_open=True), default=2e-4, show_default=True)
 @click.option("--lora-r", type=click.IntRange(1), default=16, show_default=True)
 @click.option("--qlora", is_flag=True, help="4-bit base (bitsandbytes nf4) + LoRA.")
 @click.option("--full", is_flag=True, help="Train every weight instead of a LoRA adapter.")

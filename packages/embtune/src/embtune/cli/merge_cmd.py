@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import click
 
+from embtune.cli.options import FiniteFloatRange
+
 
 @click.command("merge")
 @click.argument("adapter", type=click.Path(), required=False)
 @click.option("--out", "out_dir", required=True, type=click.Path(), help="Folder for the merged model.")
 @click.option("--slerp", nargs=2, type=click.Path(), default=None, metavar="A B",
               help="Merge two models/adapters of the same architecture by spherical interpolation.")
-@click.option("--t", "t", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True,
+@click.option("--t", "t", type=FiniteFloatRange(0.0, 1.0), default=0.5, show_default=True,
               help="SLERP position: 0 gives A, 1 gives B.")
 def merge_command(adapter, out_dir, slerp, t):
     """Merge the adapter folder ADAPTER into its base model (or SLERP two models) and save a plain

@@ -13,23 +13,25 @@ from typing import Any, Iterable, Mapping
 
 from tqdm.auto import tqdm
 
-from embtune.errors import EmbtuneError
+from embtune.errors import DataFormatError
 from embtune.eval.metrics import check_ks, retrieval_metrics
 from embtune.eval.search import StreamingTopK
 
 
 def _check_inputs(corpus: Mapping, queries: Mapping, qrels: Mapping) -> list[str]:
-    """Return the qrels query ids that have a relevant doc; EmbtuneError for unknown ids."""
+    """Return the qrels query ids that have a relevant doc; DataFormatError for unknown ids."""
     if not corpus:
-        raise EmbtuneError("corpus is empty")
+        raise DataFormatError("corpus is empty", path="<corpus>")
     if not qrels:
-        raise EmbtuneError("qrels are empty")
+        raise DataFormatError("qrels are empty", path="<qrels>")
     missing_q = [q for q in qrels if q not in queries]
     if missing_q:
-        raise EmbtuneError(f"{len(missing_q)} qrels query ids are not in queries, e.g. {missing_q[0]!r}")
+        raise DataFormatError(f"{len(missing_q)} qrels query ids are not in queries, e.g. {missing_q[0]!r}",
+                              path="<qrels>")
     missing_d = [d for docs in qrels.values() for d in docs if d not in corpus]
     if missing_d:
-        raise EmbtuneError(f"{len(missing_d)} qrels doc ids are not in the corpus, e.g. {missing_d[0]!r}")
+        raise DataFormatError(f"{len(missing_d)} qrels doc ids are not in the corpus, e.g. {missing_d[0]!r}",
+                              path="<qrels>")
     return [q for q, docs in qrels.items() if any(score >= 1 for score in docs.values())]
 
 
@@ -50,7 +52,8 @@ def evaluate_retrieval(
     query with no relevant document is left out of the means as in sentence-transformers and counted
     in ``num_queries_without_relevant``. Returns ``retrieval_metrics`` output: ``"<metric>@<k>"`` for
     hit_rate, precision, recall, mrr, ndcg, map and each k, plus ``num_queries``. Raises
-    EmbtuneError if a qrels id is missing from ``queries`` or ``corpus``.
+    DataFormatError (an EmbtuneError) if the corpus or qrels are empty or a qrels id is missing from
+    ``queries`` or ``corpus``.
     """
     ks = check_ks(ks)
     if corpus_chunk_size < 1:

@@ -50,10 +50,10 @@ def modelfile_text(gguf_name: str, st: StFolder, context_length: int) -> str:
     return "\n".join(lines)
 
 
-def _write_gguf(path: Path, st: StFolder, quantization: str) -> int:
-    """Write the GGUF for ``st`` to ``path`` (not atomic; the caller renames). Returns the context length."""
+def _write_gguf(path: Path, st: StFolder, quantization: str, state: dict) -> int:
+    """Write the GGUF for ``st`` with weights ``state`` to ``path`` (not atomic; the caller renames).
+    Returns the context length."""
     plan = plan_for(st)
-    state = load_state_dict(st.path)
     writer = gguf.GGUFWriter(str(path), plan.name)
     try:
         writer.add_type(gguf.GGUFType.MODEL)
@@ -86,7 +86,8 @@ def export_gguf(model_dir: str | os.PathLike, out: str | os.PathLike, quantizati
         raise ExportError(f"unknown GGUF quantization {quantization!r}; "
                           f"use one of {', '.join(QUANTIZATIONS)}")
     st = read_st_folder(model_dir)
-    plan_for(st)  # refuse unsupported models before touching the output
+    plan_for(st)  # refuse unsupported models (and unmerged or misplaced weights) before touching the output
+    state = load_state_dict(st.path)
     target = check_output_parent(gguf_target(out, quantization))
     if target.is_dir():
         raise ExportError("output path is a folder", path=target)
@@ -95,7 +96,7 @@ def export_gguf(model_dir: str | os.PathLike, out: str | os.PathLike, quantizati
         os.close(fd)
     try:
         with export_errors(target):
-            ctx = _write_gguf(Path(tmp), st, quantization)
+            ctx = _write_gguf(Path(tmp), st, quantization, state)
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
             make_readable(tmp)

@@ -86,6 +86,20 @@ def read_json(path: Path) -> Any:
         raise ExportError(f"unreadable JSON ({exc})", path=path) from None
 
 
+def model_file(folder: Path, name: str, listed_in: Path) -> Path:
+    """``folder / name`` for a file or folder name read from the model folder's own JSON (a weight
+    shard of the safetensors index, a module path of ``modules.json``).
+
+    Raises ExportError naming ``listed_in`` when ``name`` is absolute or climbs out of ``folder``
+    with "..": an export must never copy a file from outside the model into its output. Symbolic
+    links inside the folder are followed (a Hugging Face cache snapshot links every file to a blob).
+    """
+    relative = Path(name)
+    if relative.is_absolute() or ".." in relative.parts:
+        raise ExportError(f"names a file outside the model folder: {name!r}", path=listed_in)
+    return folder / relative
+
+
 def _module_kind(type_name: str) -> str:
     last = type_name.rsplit(".", 1)[-1]
     return last if last in MODULE_KINDS else type_name
@@ -149,6 +163,12 @@ def read_st_folder(folder: str | os.PathLike) -> StFolder:
     modules = [StModule(int(m.get("idx", i)), str(m.get("name", i)), str(m.get("path", "")),
                         _module_kind(str(m.get("type", ""))))
                for i, m in enumerate(read_json(path / "modules.json"))]
+    for module in modules:
+        model_file(path, module.path, path / "modules.json")
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        for shard in set(read_json(index).get("weight_map", {}).values()):
+            model_file(path, str(shard), index)
     transformers_ = [m for m in modules if m.kind == "Transformer"]
     poolings = [m for m in modules if m.kind == "Pooling"]
     if len(transformers_) != 1 or transformers_[0].path not in ("", "."):
@@ -181,7 +201,7 @@ def load_state_dict(folder: str | os.PathLike) -> dict[str, Any]:
     folder = Path(folder)
     index = folder / "model.safetensors.index.json"
     files = ([folder / "model.safetensors"] if not index.is_file()
-             else sorted({folder / f for f in read_json(index)["weight_map"].values()}))
+             else sorted({model_file(folder, f, index) for f in read_json(index)["weight_map"].values()}))
     state: dict[str, Any] = {}
     for file in files:
         state.update(load_file(str(file)))

@@ -18,7 +18,7 @@ from typing import Any
 from embtune import __version__
 from embtune.errors import ExportError
 from embtune.export.output import copy_file, inside, make_readable, output_folder, write_json, write_text
-from embtune.export.source import StFolder, read_json, read_st_folder
+from embtune.export.source import StFolder, model_file, read_json, read_st_folder
 from embtune.export.tei_rules import (NO_LAST_TOKEN_TYPES, TEI_CPU_MODEL_TYPES, TEI_CUDA_ONLY_MODEL_TYPES,
                                       validate_tei_folder)
 
@@ -114,7 +114,7 @@ def export_tei(model_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
     check_tei_support(st)
     with output_folder(out) as tmp:
         for name in _weight_files(st):
-            copy_file(inside(st.path, name), tmp, name)
+            copy_file(model_file(st.path, name, st.path / "model.safetensors.index.json"), tmp, name)
         for name in TOKENIZER_FILES:
             if (st.path / name).is_file():
                 copy_file(st.path / name, tmp, name)

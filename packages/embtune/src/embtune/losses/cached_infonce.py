@@ -2,11 +2,13 @@
 
 Same loss value and parameter gradients as :class:`~embtune.losses.InfoNCELoss` (and as
 sentence-transformers' ``CachedMultipleNegativesRankingLoss``), computed in mini-batches; see
-:mod:`embtune.losses.gradcache` for the three steps.
+:mod:`embtune.losses.gradcache` for the three steps. Under multi-process training the cached
+embeddings are gathered across processes in step 2 (see :meth:`CachedInfoNCELoss.backward_from_embeddings`).
 """
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -14,8 +16,9 @@ from torch import Tensor, nn
 
 from embtune.errors import ConfigError
 from embtune.losses._common import check_columns
+from embtune.losses.distributed import gather_columns, gathering_active
 from embtune.losses.gradcache import GradCacheLoss
-from embtune.losses.infonce import infonce_from_embeddings
+from embtune.losses.infonce import gathered_infonce, infonce_from_embeddings
 
 
 class CachedInfoNCELoss(GradCacheLoss):
@@ -50,14 +53,24 @@ class CachedInfoNCELoss(GradCacheLoss):
         | (anchor, positive, negative_1, ..., negative_k) | none   |
         +-------------------------------------------------+--------+
 
-    Limitations: no DDP ``no_sync`` handling across mini-batches (single-device training) and no
-    packed (flattened) batches.
+    Multi-process training: as :class:`~embtune.losses.InfoNCELoss`, the embeddings of all processes
+    are gathered (step 2 only; the encoder replay of step 3 stays local) and the loss is this
+    process's share, scaled for averaging. Under ``embtune.train`` (which all-reduces gradients
+    itself) the averaged gradient is the single-process one.
+
+    Limitations: when the model is wrapped in torch's DDP, the replay's several backward passes each
+    trigger DDP's gradient all-reduce (no ``no_sync`` handling); no packed (flattened) batches.
     """
 
     needs_labels: bool = False
 
     def __init__(
-        self, model: nn.Module, scale: float = 20.0, mini_batch_size: int = 32, symmetric: bool = False
+        self,
+        model: nn.Module,
+        scale: float = 20.0,
+        mini_batch_size: int = 32,
+        symmetric: bool = False,
+        gather_across_devices: bool = True,
     ) -> None:
         """Build the loss.
 
@@ -67,6 +80,8 @@ class CachedInfoNCELoss(GradCacheLoss):
             mini_batch_size: rows embedded per forward pass and anchor rows per loss chunk; the
                 memory knob (set it as high as memory allows, it only trades speed).
             symmetric: also train the positive -> anchor direction, as ``InfoNCELoss(symmetric=True)``.
+            gather_across_devices: under multi-process training, use every process's rows as
+                negatives (False: each process only its own). No effect in a single process.
 
         Raises:
             ConfigError: if ``scale`` is not positive or ``mini_batch_size`` is below 1.
@@ -80,6 +95,7 @@ class CachedInfoNCELoss(GradCacheLoss):
         self.scale = float(scale)
         self.mini_batch_size = int(mini_batch_size)
         self.symmetric = bool(symmetric)
+        self.gather_across_devices = bool(gather_across_devices)
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:
         """Run GradCache steps 1-2 and return the loss; step 3 runs on ``loss.backward()``.
@@ -107,6 +123,8 @@ class CachedInfoNCELoss(GradCacheLoss):
             The scalar loss, identical to ``InfoNCELoss.compute_loss_from_embeddings``.
         """
         check_columns(type(self).__name__, embeddings, minimum=2, layout="(anchor, positive, negatives...)")
+        if gathering_active(self.gather_across_devices):
+            return gathered_infonce(gather_columns(embeddings), scale=self.scale, symmetric=self.symmetric)
         return infonce_from_embeddings(
             embeddings[0], torch.cat(embeddings[1:], dim=0), scale=self.scale, symmetric=self.symmetric
         )
@@ -127,6 +145,8 @@ class CachedInfoNCELoss(GradCacheLoss):
             type(self).__name__, embeddings, minimum=2, layout="(anchor, positive, negatives...)"
         )
         backward = torch.is_grad_enabled() and any(e.requires_grad for e in embeddings)
+        if gathering_active(self.gather_across_devices):
+            return self._gathered_stage(embeddings, backward)
         anchors, candidates = embeddings[0], torch.cat(embeddings[1:], dim=0)
         total = anchors.new_zeros((), dtype=torch.float32)
         for begin in range(0, batch_size, self.mini_batch_size):
@@ -139,6 +159,32 @@ class CachedInfoNCELoss(GradCacheLoss):
             del part
         return total
 
+    def _gathered_stage(self, embeddings: list[Tensor], backward: bool) -> Tensor:
+        """Step 2 across processes: gather, chunked local-row losses, one all-reduce of the gradient.
+
+        In: this process's ``(B_r, d)`` columns; ``backward`` as in :meth:`backward_from_embeddings`.
+        Out: the detached share (see ``gathered_infonce``); with ``backward``, the gradient of the
+        sum of all processes' shares w.r.t. this process's rows is added to ``.grad``.
+        The chunks back-propagate into detached copies of the gathered columns only, so the number
+        of chunks may differ between processes; the single collective is the gather's backward.
+        """
+        batch = gather_columns(embeddings)
+        gathered = batch.columns
+        if backward:
+            batch = replace(batch, columns=[column.detach().requires_grad_() for column in gathered])
+        total = embeddings[0].new_zeros((), dtype=torch.float32)
+        for begin in range(0, batch.local_rows, self.mini_batch_size):
+            rows = (begin, min(begin + self.mini_batch_size, batch.local_rows))
+            part = gathered_infonce(batch, self.scale, self.symmetric, rows=rows)
+            if backward:
+                part.backward()
+            total = total + part.detach()
+            del part
+        if backward:
+            grads = [c.grad if c.grad is not None else torch.zeros_like(c) for c in batch.columns]
+            torch.autograd.backward(gathered, grads)
+        return total
+
     def get_config_dict(self) -> dict[str, Any]:
         """Return the hyperparameters (for model cards and logs)."""
         return {
@@ -146,6 +192,7 @@ class CachedInfoNCELoss(GradCacheLoss):
             "symmetric": self.symmetric,
             "mini_batch_size": self.mini_batch_size,
             "similarity": "cosine",
+            "gather_across_devices": self.gather_across_devices,
         }
 
     @property

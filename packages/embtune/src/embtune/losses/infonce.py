@@ -1,7 +1,9 @@
 """InfoNCE with in-batch negatives and optional hard negatives (a.k.a. MultipleNegativesRankingLoss).
 
 The math lives in the pure function :func:`infonce_from_embeddings`, which only sees embedding
-tensors, so that a fused kernel can replace it without touching the loss classes.
+tensors, so that a fused kernel can replace it without touching the loss classes. Under multi-process
+training the loss gathers every process's embeddings first (see :mod:`embtune.losses.distributed`)
+and :func:`gathered_infonce` computes this process's rows against the global batch.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from torch import Tensor, nn
 
 from embtune.errors import ConfigError
 from embtune.losses._common import check_columns, embed_columns, upcast
+from embtune.losses.distributed import GatheredBatch, gather_columns, gathering_active
 
 
 def infonce_from_embeddings(
@@ -68,6 +71,28 @@ def infonce_from_embeddings(
     return row_losses.sum() / batch_size
 
 
+def gathered_infonce(
+    batch: GatheredBatch, scale: float = 20.0, symmetric: bool = False, rows: tuple[int, int] | None = None
+) -> Tensor:
+    """InfoNCE of this process's anchors against the gathered global batch: its share, scaled for averaging.
+
+    In: ``batch`` from :func:`~embtune.losses.distributed.gather_columns` (``[anchors, positives,
+    negatives...]`` of every process); ``scale`` and ``symmetric`` as in
+    :func:`infonce_from_embeddings`; ``rows``: ``(begin, end)`` among this process's rows (for
+    chunking), None for all of them. The targets are this process's global row indices (its offset
+    plus the local index), so candidates are laid out exactly as for a single process holding the
+    concatenated batch.
+    Out: the scalar ``world_size / total_rows * sum of the selected row losses``; summed over chunks
+    it is this process's share of the global loss times the number of processes (the mean over its
+    anchors when the shards are equal), so the mean over processes is the global-batch loss.
+    """
+    begin, end = (0, batch.local_rows) if rows is None else rows
+    anchors, candidates = batch.columns[0], torch.cat(batch.columns[1:], dim=0)
+    part = infonce_from_embeddings(anchors, candidates, scale=scale, symmetric=symmetric,
+                                   rows=(batch.offset + begin, batch.offset + end))
+    return part * batch.world_size
+
+
 class InfoNCELoss(nn.Module):
     """Contrastive loss with in-batch negatives and any number of hard-negative columns.
 
@@ -95,17 +120,32 @@ class InfoNCELoss(nn.Module):
         +-------------------------------------------------+--------+
 
     Batches should not contain duplicate texts: a duplicate of a positive counts as a negative.
+
+    Multi-process training: when ``torch.distributed`` is initialised with several processes (and
+    ``gather_across_devices`` is True) the embeddings of all processes are gathered, so every anchor
+    sees the whole global batch as negatives; the loss returned is this process's share (the mean
+    over its anchors when every process has as many), and the mean over processes of the loss and of
+    the parameter gradients equals the single-process loss and gradient on the concatenated batch
+    (:mod:`embtune.losses.distributed`).
     """
 
     needs_labels: bool = False
 
-    def __init__(self, model: nn.Module, scale: float = 20.0, symmetric: bool = False) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        scale: float = 20.0,
+        symmetric: bool = False,
+        gather_across_devices: bool = True,
+    ) -> None:
         """Build the loss.
 
         Args:
             model: the SentenceTransformer being trained.
             scale: inverse temperature (``scale = 1 / temperature``; 20 means temperature 0.05).
             symmetric: also train the positive -> anchor direction (see the class docstring).
+            gather_across_devices: under multi-process training, use every process's rows as
+                negatives (False: each process only its own). No effect in a single process.
 
         Raises:
             ConfigError: if ``scale`` is not positive.
@@ -116,6 +156,7 @@ class InfoNCELoss(nn.Module):
         self.model = model
         self.scale = float(scale)
         self.symmetric = bool(symmetric)
+        self.gather_across_devices = bool(gather_across_devices)
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:
         """Embed every column and return the loss.
@@ -137,19 +178,23 @@ class InfoNCELoss(nn.Module):
             labels: ignored.
 
         Returns:
-            The scalar loss (mean over the ``B`` anchors).
+            The scalar loss (mean over the ``B`` anchors; with several processes, this process's
+            share against the gathered batch, see the class docstring).
 
         Raises:
             ConfigError: with fewer than two columns or columns of different lengths.
         """
         check_columns(type(self).__name__, embeddings, minimum=2, layout="(anchor, positive, negatives...)")
+        if gathering_active(self.gather_across_devices):
+            return gathered_infonce(gather_columns(embeddings), scale=self.scale, symmetric=self.symmetric)
         return infonce_from_embeddings(
             embeddings[0], torch.cat(embeddings[1:], dim=0), scale=self.scale, symmetric=self.symmetric
         )
 
     def get_config_dict(self) -> dict[str, Any]:
         """Return the hyperparameters (for model cards and logs)."""
-        return {"scale": self.scale, "symmetric": self.symmetric, "similarity": "cosine"}
+        return {"scale": self.scale, "symmetric": self.symmetric, "similarity": "cosine",
+                "gather_across_devices": self.gather_across_devices}
 
     @property
     def temperature(self) -> float:

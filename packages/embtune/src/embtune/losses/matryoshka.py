@@ -32,7 +32,9 @@ class MatryoshkaLoss(nn.Module):
       gradients chunk by chunk), then back-propagates ``weight_d * grad`` through the truncation
       into the full-size embeddings. The encoder replay afterwards is unchanged.
 
-    Equivalent to sentence-transformers' ``MatryoshkaLoss`` with ``n_dims_per_step=-1``.
+    Equivalent to sentence-transformers' ``MatryoshkaLoss`` with ``n_dims_per_step=-1``. Under
+    multi-process training the wrapped contrastive loss gathers the (truncated) embeddings of every
+    process for each dim (:mod:`embtune.losses.distributed`); the sum keeps its scaling.
 
     Inputs:
         +---------------------------------------+--------------------------------+

@@ -23,6 +23,7 @@ from embtune.errors import ConfigError
 from embtune.models import loading
 from embtune.models.architectures import family_of, instruction_prompt, lora_target_modules
 from embtune.models.fast_transformer import ST_TRANSFORMER_TYPE, FastTransformer
+from embtune.models.hub import hidden_token
 from embtune.models.merging import merged_transformer
 from embtune.utils.atomic import atomic_dir
 
@@ -78,6 +79,7 @@ class FastSentenceTransformer(SentenceTransformer):
         if full_finetuning and load_in_4bit:
             raise ConfigError("full_finetuning and load_in_4bit exclude each other (4-bit weights cannot be "
                               "trained); use QLoRA (load_in_4bit + get_peft_model) or full fine-tuning")
+        loading.check_load_arguments(max_seq_length, pooling)
         device = torch.device(device) if device is not None else default_device()
         if dtype is None and full_finetuning:
             dtype = torch.float32
@@ -85,20 +87,22 @@ class FastSentenceTransformer(SentenceTransformer):
         source = loading.inspect_source(model_name_or_path)
         if source.is_local:
             loading.check_safe_weights(source.path, allow_pickle)
+            loading.check_model_files(source, allow_pickle)
         family = family_of(loading.read_model_type(source, trust_remote_code))
         model_kwargs = loading.model_kwargs_for(torch_dtype, device, load_in_4bit, allow_pickle)
 
-        if source.is_sentence_transformer or (source.is_adapter and source.is_local
-                                                and os.path.isfile(os.path.join(source.path, "modules.json"))):
-            model = cls(source.path, device=str(device), trust_remote_code=trust_remote_code,
-                        model_kwargs=model_kwargs)
-        else:
-            path = loading.adapter_base_path(source) if source.is_adapter else source.path
-            modules = loading.build_modules_for_plain_model(path, family, model_kwargs, max_seq_length,
-                                                            trust_remote_code)
-            model = cls(modules=modules, device=str(device), prompts=loading.default_prompts(family))
-            if source.is_adapter:
-                model.load_adapter(source.path)
+        with loading.load_errors(source.path):
+            if source.is_sentence_transformer or (source.is_adapter and source.is_local
+                                                    and os.path.isfile(os.path.join(source.path, "modules.json"))):
+                model = cls(source.path, device=str(device), trust_remote_code=trust_remote_code,
+                            model_kwargs=model_kwargs)
+            else:
+                path = loading.adapter_base_path(source) if source.is_adapter else source.path
+                modules = loading.build_modules_for_plain_model(path, family, model_kwargs, max_seq_length,
+                                                                trust_remote_code)
+                model = cls(modules=modules, device=str(device), prompts=loading.default_prompts(family))
+                if source.is_adapter:
+                    model.load_adapter(source.path)
         model._configure_family(family, max_seq_length, pooling, instruction)
         model._install_fast_transformer(packing, attention)
         if full_finetuning:
@@ -272,17 +276,30 @@ class FastSentenceTransformer(SentenceTransformer):
             self.save_pretrained_merged(merged, create_model_card=False)
             return export_model(merged, fmt, out, quantization)
 
+    def push_to_hub(self, repo_id: str, token: str | None = None, *args: Any, **kwargs: Any) -> str:
+        """sentence-transformers' upload (the adapter only when one is attached); returns the commit URL.
+
+        The token never appears in a log line or an error message: a failed upload raises a
+        one-line EmbtuneError with the token redacted (`embtune.models.hub.hidden_token`).
+        """
+        with hidden_token(token):
+            return super().push_to_hub(repo_id, token, *args, **kwargs)
+
     def push_to_hub_merged(self, repo_id: str, token: str | None = None, private: bool | None = None,
                            commit_message: str = "Upload merged embtune model") -> str:
-        """Save the merged model to a temporary folder and upload it to the Hub; returns the repo URL."""
+        """Save the merged model to a temporary folder and upload it to the Hub; returns the repo URL.
+
+        As with ``push_to_hub``, the token is kept out of logs and error messages.
+        """
         from huggingface_hub import HfApi
 
-        api = HfApi(token=token)
-        url = api.create_repo(repo_id, private=private, exist_ok=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = os.path.join(tmp, "model")
-            self.save_pretrained_merged(folder)
-            api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message)
+        with hidden_token(token):
+            api = HfApi(token=token)
+            url = api.create_repo(repo_id, private=private, exist_ok=True)
+            with tempfile.TemporaryDirectory() as tmp:
+                folder = os.path.join(tmp, "model")
+                self.save_pretrained_merged(folder)
+                api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message)
         return str(url)
 
 

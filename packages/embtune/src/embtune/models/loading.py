@@ -8,21 +8,26 @@ from ``adapter_config.json``). Only safetensors weights are loaded unless ``allo
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from embtune.errors import ModelLoadError
+from embtune.errors import ConfigError, ModelLoadError
 from embtune.models.architectures import DEFAULT_QUERY_TASK, Family, instruction_prompt
 
 logger = logging.getLogger("embtune")
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+#: Files any one of which gives a tokenizer (fast ``tokenizer.json``, WordPiece, BPE, SentencePiece).
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
+                   "tokenizer.model", "sentencepiece.model", "source.spm")
 
 
 @dataclass
@@ -74,6 +79,65 @@ def check_safe_weights(folder: str | os.PathLike, allow_pickle: bool = False) ->
             raise ModelLoadError("weights are only in pickle format, which can run code when loaded; "
                                  "convert to safetensors or pass allow_pickle=True (--allow-pickle)",
                                  path=pickles[0])
+
+
+def check_load_arguments(max_seq_length: Any, pooling: Any) -> None:
+    """ConfigError for a ``max_seq_length`` below 1 or an unknown ``pooling`` mode, before any loading."""
+    if max_seq_length is not None and (isinstance(max_seq_length, bool) or not isinstance(max_seq_length, int)
+                                       or max_seq_length < 1):
+        raise ConfigError(f"max_seq_length must be a positive integer or None, got {max_seq_length!r}")
+    if pooling is not None:
+        from sentence_transformers.sentence_transformer.modules import Pooling
+
+        modes = list(pooling) if isinstance(pooling, (list, tuple)) else [pooling]
+        if not modes or any(mode not in Pooling.POOLING_MODES for mode in modes):
+            raise ConfigError(f"unknown pooling {pooling!r}; use one of {', '.join(Pooling.POOLING_MODES)}")
+
+
+def _folder_and_subfolders(folder: Path) -> list[Path]:
+    return [folder, *[p for p in folder.iterdir() if p.is_dir()]]
+
+
+def check_model_files(source: ModelSource, allow_pickle: bool = False) -> None:
+    """Refuse a local model folder that lacks weights or tokenizer files, before transformers is asked.
+
+    A folder (or its module subfolders) with no ``*.safetensors`` (and, with ``allow_pickle``, no
+    pickle weights either) or with none of `TOKENIZER_FILES` raises ModelLoadError naming the folder;
+    without this, a folder with no vocabulary loads an empty tokenizer and embeds every text as
+    ``[UNK]``. An adapter folder whose base is a local path that does not exist raises ModelLoadError
+    naming its ``adapter_config.json``. Hub ids are not checked.
+    """
+    if not source.is_local:
+        return
+    folder = Path(source.path)
+    if source.is_adapter:
+        base = adapter_base_path(source)
+        if base.startswith((".", "/", "~")) and not Path(base).expanduser().is_dir():
+            raise ModelLoadError(f"the base model folder {base} named in it does not exist",
+                                 path=folder / "adapter_config.json")
+        return
+    files = [p.name for sub in _folder_and_subfolders(folder) for p in sub.iterdir() if p.is_file()]
+    has_weights = any(name.endswith(".safetensors") or name == "model.safetensors.index.json" for name in files)
+    if allow_pickle:
+        has_weights = has_weights or any(name.endswith(PICKLE_SUFFIXES) for name in files)
+    if not has_weights:
+        raise ModelLoadError("no model weights (model.safetensors) in the model folder", path=folder)
+    if not any(name in TOKENIZER_FILES for name in files):
+        raise ModelLoadError(f"no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, ...) in the model folder",
+                             path=folder)
+
+
+@contextlib.contextmanager
+def load_errors(path: str | os.PathLike) -> Iterator[None]:
+    """Turn what transformers / sentence-transformers / safetensors raise on a broken model folder
+    (OSError, ValueError, a safetensors error) into one-line ModelLoadError naming ``path``."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (OSError, ValueError, SafetensorError) as exc:
+        lines = str(exc).strip().splitlines() or [type(exc).__name__]
+        raise ModelLoadError(f"cannot load the model ({lines[0]})", path=path) from None
 
 
 def read_model_type(source: ModelSource, trust_remote_code: bool = False) -> str:

@@ -28,6 +28,7 @@ from embtune.pipeline import stages, stages_model
 from embtune.pipeline.manifest import MANIFEST, Manifest, hash_path, model_fingerprint, stage_key
 from embtune.pipeline.settings import RunSettings
 from embtune.pipeline.summary import stage_line
+from embtune.utils.atomic import remove_partial_writes
 
 STAGE_OUTPUTS = ("chunks.jsonl", "pairs.jsonl", "eval.jsonl", "work", "checkpoints", "trainer_state.json",
                  "adapter", "model", "merged", "exports", "report.json", "report.md", "report.png", MANIFEST)
@@ -85,13 +86,13 @@ def run_lock(run_dir: Path):
     temporary files and folders left by a killed atomic write (``.name.*.tmp``) are removed."""
     check_lock(run_dir)
     lock = run_dir / LOCK
-    lock.write_text(str(os.getpid()))
+    try:
+        lock.write_text(str(os.getpid()))
+    except OSError as exc:
+        lock.unlink(missing_ok=True)
+        raise EmbtuneError(f"cannot write the run lock ({exc.strerror})", path=lock) from None
     for folder in (run_dir, run_dir / "work"):
-        for leftover in folder.glob(".*.tmp") if folder.is_dir() else ():
-            if leftover.is_dir():
-                shutil.rmtree(leftover, ignore_errors=True)
-            else:
-                leftover.unlink(missing_ok=True)
+        remove_partial_writes(folder)
     try:
         yield
     finally:

@@ -7,15 +7,14 @@ pairs.jsonl fed to ``embtune train`` fails with a message, not a traceback.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
 from embtune.data._io import iter_jsonl
-from embtune.errors import DataFormatError, EmbtuneError
+from embtune.errors import DataFormatError
+from embtune.utils.atomic import atomic_file
 
 CHUNK_FIELDS = ("id", "doc_id", "text", "title", "headings", "source")
 PAIR_FIELDS = ("query", "positive", "positive_id", "doc_id", "builder", "negatives", "negative_ids")
@@ -35,31 +34,13 @@ def as_record(obj: Any, fields: tuple[str, ...]) -> dict[str, Any]:
 def write_jsonl(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> int:
     """Write ``records`` as JSONL to ``path`` atomically (temp file + fsync + rename); returns the count.
 
-    Raises EmbtuneError naming the path when the folder is not writable.
+    Raises EmbtuneError naming the path when the folder is not writable or the disk is full.
     """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise EmbtuneError(f"cannot write file ({exc.strerror})", path=path) from None
     count = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for record in records:
-                fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-                count += 1
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise EmbtuneError(f"cannot write file ({exc.strerror})", path=path) from None
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path, "w") as fh:
+        for record in records:
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+            count += 1
     return count
 
 

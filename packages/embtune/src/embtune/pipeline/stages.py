@@ -54,8 +54,20 @@ def load_inference_model(source: str, max_seq_length: int | None):
 
 
 def load_embeddings(path: Path) -> np.ndarray:
-    """The chunk embedding matrix written by ``embed_stage`` (float32, one row per chunk)."""
-    return np.load(path, allow_pickle=False)
+    """The chunk embedding matrix written by ``embed_stage`` (float32, one row per chunk).
+
+    Never unpickles: a file holding Python objects (a tampered or foreign .npy) or anything but a
+    2-D float matrix raises DataFormatError naming it; deleting it makes the next run recompute it.
+    """
+    try:
+        emb = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataFormatError(f"not a chunk embedding matrix ({' '.join(str(exc).split())}); delete it and "
+                              "run again to recompute it", path=path) from None
+    if not isinstance(emb, np.ndarray) or emb.ndim != 2 or emb.dtype.kind != "f":
+        raise DataFormatError("not a chunk embedding matrix (expected a 2-D float array); delete it and run "
+                              "again to recompute it", path=path)
+    return emb
 
 
 # -- the stage functions -------------------------------------------------------------------------

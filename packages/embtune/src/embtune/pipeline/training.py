@@ -124,12 +124,20 @@ def train_model(data: Any, out_dir: str | os.PathLike, settings: TrainSettings):
     """Train on ``data`` and save the weights to ``out_dir/adapter`` (or ``out_dir/model`` with --full).
 
     In: anything ``load_train_data`` / ``embtune.train`` accepts, the run folder, the settings.
-    Checkpoints go to ``out_dir/checkpoints`` and a rerun resumes from the newest one. Out:
-    ``(model, TrainResult, weights folder)``.
+    Checkpoints go to ``out_dir/checkpoints`` and a rerun resumes from the newest one; temporary
+    folders a killed run left for the weights or the merged model are removed first. Out:
+    ``(model, TrainResult, weights folder)``. Under torchrun every process trains its shard of each
+    batch (see `embtune.training.distributed`) and only the main process writes the weights.
     """
     from embtune.training import TrainConfig, train
+    from embtune.training.distributed import init_distributed, is_main_process, wait_for_everyone
+    from embtune.utils.atomic import remove_partial_writes
 
+    init_distributed()  # a no-op outside torchrun; before loading, so "cuda" means this process's GPU
     out = Path(out_dir)
+    if is_main_process():
+        remove_partial_writes(out, (settings.weights_folder(), "merged", "trainer_state.json"))
+    wait_for_everyone()
     rows = load_train_data(data) if isinstance(data, (str, os.PathLike)) else data
     model = load_for_training(settings)
     config = TrainConfig(output_dir=str(out), epochs=settings.epochs, max_steps=settings.max_steps,
@@ -138,7 +146,9 @@ def train_model(data: Any, out_dir: str | os.PathLike, settings: TrainSettings):
                          show_progress=settings.show_progress)
     result = train(model, rows, loss=settings.loss, config=config)
     weights = out / settings.weights_folder()
-    model.save_pretrained(str(weights))
+    if is_main_process():
+        model.save_pretrained(str(weights))
+    wait_for_everyone()
     return model, result, weights
 
 

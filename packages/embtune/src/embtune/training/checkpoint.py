@@ -6,7 +6,8 @@ renamed into place, so a folder with that name is always complete) holding:
 - ``trainable.safetensors``: the trainable parameters only (a LoRA adapter's A/B matrices, or every
   weight of a fully trained model), keyed by parameter name;
 - ``optimizer.safetensors``: AdamW's per-parameter tensors, keyed ``"<param name>/<key>"``;
-- ``rng.safetensors``: torch's CPU (and CUDA) generator states and NumPy's key array;
+- ``rng.safetensors``: torch's CPU (and CUDA) generator states and NumPy's key array (of every
+  process of a multi-process run: process r > 0 under keys prefixed ``rank<r>/``);
 - ``state.json``: everything else: progress (global step, epoch, micro-batch within the epoch, loss
   and eval history, the open logging window), optimizer param groups and scalars, the schedule,
   Python's and the rest of NumPy's RNG state, the config, and the run's fingerprint.
@@ -22,7 +23,7 @@ import json
 import random
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,13 +102,20 @@ def remove_partial_checkpoints(output_dir: Path) -> None:
 
 
 def prune_checkpoints(output_dir: Path, keep: int | None) -> list[Path]:
-    """Delete all but the newest ``keep`` checkpoints (None keeps all); returns the deleted folders."""
+    """Delete all but the newest ``keep`` checkpoints (None keeps all); returns the deleted folders.
+
+    Each folder is first renamed to a partial name (``.step-N.deleted.tmp``) and then removed, so a
+    kill midway leaves no half-deleted ``step-N`` but a leftover ``remove_partial_checkpoints`` clears.
+    """
     found = list_checkpoints(output_dir)
     if keep is None or len(found) <= keep:
         return []
     doomed = [path for _, path in found[:-keep]]
     for path in doomed:
-        shutil.rmtree(path)
+        trash = path.with_name(f".{path.name}.deleted.tmp")
+        shutil.rmtree(trash, ignore_errors=True)
+        path.rename(trash)
+        shutil.rmtree(trash)
     return doomed
 
 
@@ -237,17 +245,25 @@ def set_rng_state(tensors: Mapping[str, torch.Tensor], json_part: Mapping[str, A
 
 
 def save_checkpoint(output_dir: Path, params: Mapping[str, torch.nn.Parameter],
-                    optimizer: torch.optim.Optimizer, progress: Progress, extra: Mapping[str, Any]) -> Path:
+                    optimizer: torch.optim.Optimizer, progress: Progress, extra: Mapping[str, Any],
+                    rng_states: Sequence[tuple[dict, dict]] | None = None) -> Path:
     """Write ``output_dir/checkpoints/step-<global_step>`` atomically; returns the folder.
 
     In: the trainable parameters by name, the optimizer, the progress and ``extra`` JSON entries
-    (fingerprint, schedule, config). The folder appears only once every file is written.
+    (fingerprint, schedule, config); ``rng_states``: ``rng_state()`` of every process of a
+    multi-process run in rank order (None: this process's only). The folder appears only once every
+    file is written.
     """
     names = {id(p): name for name, p in params.items()}
     opt_tensors, opt_json = optimizer_state(optimizer, names)
-    rng_tensors, rng_json = rng_state()
+    rng_states = list(rng_states) if rng_states is not None else [rng_state()]
+    rng_tensors, rng_json = dict(rng_states[0][0]), rng_states[0][1]
+    for rank, (tensors, _) in enumerate(rng_states[1:], start=1):
+        rng_tensors.update({f"rank{rank}/{key}": value for key, value in tensors.items()})
     state = {"format": FORMAT, "progress": jsonable(asdict(progress)), "optimizer": opt_json,
              "rng": rng_json, **jsonable(dict(extra))}
+    if len(rng_states) > 1:
+        state["rng_other_processes"] = jsonable([json_part for _, json_part in rng_states[1:]])
     target = checkpoints_dir(output_dir) / f"step-{progress.global_step}"
     with atomic_dir(target) as tmp:
         save_file({name: p.detach().cpu().contiguous() for name, p in params.items()},
@@ -279,11 +295,18 @@ def check_fingerprint(folder: Path, state: Mapping[str, Any], fingerprint: Mappi
             path=folder)
 
 
+def rng_processes(state: Mapping[str, Any]) -> int:
+    """Number of processes whose RNG state the checkpoint with ``state`` (``read_state``) holds."""
+    return 1 + len(state.get("rng_other_processes", []))
+
+
 def load_checkpoint(folder: Path, params: Mapping[str, torch.nn.Parameter],
-                    optimizer: torch.optim.Optimizer, state: Mapping[str, Any]) -> Progress:
+                    optimizer: torch.optim.Optimizer, state: Mapping[str, Any], rank: int = 0) -> Progress:
     """Restore parameters, optimizer and RNG states from ``folder``; returns the saved progress.
 
-    ``state`` is ``read_state(folder)`` (checked with ``check_fingerprint`` first).
+    ``state`` is ``read_state(folder)`` (checked with ``check_fingerprint`` first); ``rank`` picks
+    which process's RNG state to restore. When the checkpoint holds none for ``rank`` (it was
+    written by fewer processes, see ``rng_processes``) the RNG is left alone.
     """
     folder = Path(folder)
     try:
@@ -298,7 +321,12 @@ def load_checkpoint(folder: Path, params: Mapping[str, torch.nn.Parameter],
         for name, param in params.items():
             param.copy_(weights[name])
     load_optimizer_state(optimizer, {id(p): n for n, p in params.items()}, opt_tensors, state["optimizer"])
-    set_rng_state(rng_tensors, state["rng"])
+    if rank == 0:
+        set_rng_state({k: v for k, v in rng_tensors.items() if not k.startswith("rank")}, state["rng"])
+    elif rank < rng_processes(state):
+        prefix = f"rank{rank}/"
+        set_rng_state({k[len(prefix):]: v for k, v in rng_tensors.items() if k.startswith(prefix)},
+                      state["rng_other_processes"][rank - 1])
     return Progress.from_json(state["progress"])
 
 

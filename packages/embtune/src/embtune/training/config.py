@@ -55,7 +55,9 @@ class TrainConfig:
 
     batch_size: int = 32
     """Rows per micro-batch. With in-batch negatives, each anchor sees ``batch_size - 1`` other
-    rows' documents as negatives, so larger is usually better."""
+    rows' documents as negatives, so larger is usually better. Under torchrun this is the global
+    batch: each of N processes embeds about ``batch_size / N`` rows and the contrastive losses
+    gather the rest, so raise it with the number of GPUs."""
 
     gradient_accumulation_steps: int = 1
     """Micro-batches per optimizer step; the gradient is the mean over them. In-batch negatives

@@ -29,6 +29,10 @@ micro-batches; in-batch negatives stay within a micro-batch); check the loss and
 finite (else TrainingError naming the step, the last good checkpoint untouched); clip; AdamW step.
 Then log, evaluate and checkpoint when due, in that order, so a checkpoint holds the history up to
 and including its own step.
+
+Under torchrun / ``accelerate launch`` (``WORLD_SIZE > 1``) every process runs this loop on its
+shard of each global batch, gradients are averaged across processes before clipping, and only
+process 0 writes; see ``embtune.training.distributed``.
 """
 from __future__ import annotations
 
@@ -37,6 +41,7 @@ import math
 import random
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -46,20 +51,25 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from embtune.errors import ConfigError, TrainingError
+from embtune.losses.distributed import count_gathers, local_negatives
 from embtune.training.batching import BatchPlanner, intern_rows, steps_in_epoch
 from embtune.training.checkpoint import (
     Progress,
     check_fingerprint,
+    checkpoints_dir,
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
     prune_checkpoints,
     read_state,
     remove_partial_checkpoints,
+    rng_processes,
+    rng_state,
     save_checkpoint,
     write_trainer_state,
 )
 from embtune.training.config import TrainConfig, TrainResult
+from embtune.training.distributed import DataParallel
 from embtune.training.features import DOCUMENT, QUERY, FeatureCache, role_prompt
 from embtune.training.inputs import (
     TrainingRows,
@@ -76,6 +86,8 @@ from embtune.training.schedule import Schedule, warmup_steps_for
 logger = logging.getLogger(__name__)
 
 MicroBatch = tuple[list[dict[str, Any]], "torch.Tensor | None"]
+"""``(features per column, labels or None)``; in a multi-process run ``(features, labels, weight,
+gather)`` with this process's loss weight and whether the loss may gather across processes."""
 
 
 def train(model: nn.Module, data: Any, loss: Any = "infonce", config: TrainConfig | None = None,
@@ -95,6 +107,9 @@ def train(model: nn.Module, data: Any, loss: Any = "infonce", config: TrainConfi
       ``config.eval_steps`` (or each epoch) and at the last step.
     Out: TrainResult. The model is left in eval mode with the trained weights; save it yourself
     (``model.save_pretrained``). Only checkpoints and ``trainer_state.json`` are written.
+    Under torchrun (``WORLD_SIZE > 1``) call it in every process: ``config.batch_size`` is the global
+    batch, each process trains on its shard, only process 0 writes, and every process returns the
+    same result with the same weights (see ``embtune.training.distributed``).
     Raises ConfigError / DataFormatError for bad arguments, TrainingError for a non-finite loss or
     gradient (naming the step) or a checkpoint that belongs to another run.
     """
@@ -107,16 +122,31 @@ def train(model: nn.Module, data: Any, loss: Any = "infonce", config: TrainConfi
     return _Run(model, rows, loss_fn, loss_name, config, evaluate).execute()
 
 
-def accumulate_gradients(loss_fn: nn.Module, micro_batches: Iterable[MicroBatch], count: int) -> float:
+def accumulate_gradients(loss_fn: nn.Module, micro_batches: Iterable[MicroBatch], count: int,
+                         parallel: DataParallel | None = None) -> float:
     """Forward and backward ``count`` micro-batches, adding the mean of their gradients to ``.grad``.
 
-    In: the loss module, ``(features per column, labels or None)`` pairs and their number. Out: the
-    mean loss. Raises TrainingError (naming the micro-batch) on a non-finite loss, before its backward.
+    In: the loss module, ``(features per column, labels or None)`` pairs and their number; with
+    ``parallel`` (a multi-process run) ``(features, labels, weight, gather)`` shards: the loss is
+    computed without cross-process gathering unless ``gather``; a loss that did not gather (its value
+    is a local mean) is multiplied by ``weight``, one that did already returned its scaled share
+    (``embtune.losses.distributed``); the values are summed over processes. Out: the mean loss (of the
+    global batches when parallel, the same on every process). Raises TrainingError (naming the
+    micro-batch) on a non-finite loss, before its backward (on every process at once when parallel).
     """
     total = 0.0
-    for index, (features, labels) in enumerate(micro_batches):
-        value = loss_fn(features, labels)
-        scalar = float(value.detach())
+    for index, batch in enumerate(micro_batches):
+        features, labels = batch[0], batch[1]
+        if parallel is None:
+            value = loss_fn(features, labels)
+            scalar = float(value.detach())
+        else:
+            weight, gather = batch[2], batch[3]
+            with count_gathers() as gathers, nullcontext() if gather else local_negatives():
+                value = loss_fn(features, labels)
+            if not gathers.count:
+                value = value * weight
+            scalar = parallel.sum(float(value.detach())) / parallel.world_size
         if not math.isfinite(scalar):
             raise TrainingError(f"the loss is {scalar} in micro-batch {index + 1} of {count}")
         (value / count).backward()
@@ -146,6 +176,10 @@ class _Run:
                  config: TrainConfig, evaluate):
         self.model, self.rows, self.loss_fn = model, rows, loss_fn
         self.config, self.evaluate = config, evaluate
+        self.parallel = DataParallel.detect()
+        self.is_main = self.parallel is None or self.parallel.is_main
+        if self.parallel is not None:
+            self._place_on_own_device()
         self.params = trainable_parameters(model, loss_fn)
         self.texts, self.row_ids = intern_rows(rows.text_rows)
         self.roles = [QUERY] + [DOCUMENT] * (len(rows.text_columns) - 1)
@@ -179,13 +213,31 @@ class _Run:
             "warmup_steps": self.schedule.warmup_steps, "total_steps": self.schedule.total_steps,
         }
 
+    def _place_on_own_device(self) -> None:
+        """Under CUDA, move the model (and the loss) to this process's GPU, ``cuda:LOCAL_RANK``."""
+        current = getattr(self.model, "device", None) or next(self.model.parameters()).device
+        target = self.parallel.training_device(torch.device(current))
+        if torch.device(current) != target:
+            logger.info("process %d: moving the model from %s to %s", self.parallel.rank, current, target)
+            self.model.to(target)
+            self.loss_fn.to(target)
+            torch.cuda.empty_cache()
+
     # -- set-up ---------------------------------------------------------------------------------
 
     def _restore_or_start(self) -> None:
-        """Resume from the newest checkpoint (after checking it belongs to this run) or seed a fresh run."""
+        """Resume from the newest checkpoint (after checking it belongs to this run) or seed a fresh run.
+
+        With several processes, process 0 picks the checkpoint and every process loads it (its own
+        RNG state included); then all take process 0's trainable weights, so they start identical.
+        """
         out = self.config.output_dir
-        remove_partial_checkpoints(out)
-        latest = latest_checkpoint(out)
+        latest = None
+        if self.is_main:
+            remove_partial_checkpoints(out)
+            latest = latest_checkpoint(out)
+        if self.parallel is not None:
+            latest = self.parallel.broadcast_object(latest)
         state = None
         if latest is not None:
             if not self.config.resume:
@@ -201,13 +253,21 @@ class _Run:
                 for role, tid in zip(self.roles, ids):
                     ids_by_role.setdefault(role, set()).add(tid)
             self.cache = FeatureCache(self.model, self.texts, {r: sorted(i) for r, i in ids_by_role.items()},
-                                      show_progress=self.config.show_progress)
+                                      show_progress=self.config.show_progress and self.is_main)
+        rank = 0 if self.parallel is None else self.parallel.rank
         if state is None:
-            seed_everything(self.config.seed)
-            return
-        self.progress = load_checkpoint(latest, self.params, self.optimizer, state)
-        self.last_checkpoint = self.resumed_from = latest
-        logger.info("resumed from %s (step %d of %d)", latest, self.progress.global_step, self.total)
+            seed_everything(self.config.seed + rank)
+        else:
+            self.progress = load_checkpoint(latest, self.params, self.optimizer, state, rank=rank)
+            self.last_checkpoint = self.resumed_from = latest
+            if rank >= rng_processes(state):
+                logger.warning("process %d: %s holds no random state for it (written by fewer processes); "
+                               "dropout draws restart from a fresh seed", rank, latest)
+                seed_everything(self.config.seed + rank + 1_000_003 * self.progress.global_step)
+            if self.is_main:
+                logger.info("resumed from %s (step %d of %d)", latest, self.progress.global_step, self.total)
+        if self.parallel is not None:
+            self.parallel.broadcast_parameters(list(self.params.values()))
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -233,6 +293,8 @@ class _Run:
             self.model.eval()
         p = self.progress
         self._write_summary("finished")
+        if self.parallel is not None:
+            self.parallel.barrier()  # the summary is on disk before any process returns
         return TrainResult(
             global_step=p.global_step, epochs_completed=p.epoch,
             final_loss=p.loss_history[-1][1] if p.loss_history else None,
@@ -247,7 +309,7 @@ class _Run:
         samples = 0
         self.loss_fn.train()
         with tqdm(total=self.total, initial=p.global_step, desc="train", unit="step",
-                  disable=not self.config.show_progress) as bar:
+                  disable=not (self.config.show_progress and self.is_main)) as bar:
             while p.global_step < self.total:
                 batches = self.planner.batches(p.epoch)
                 for start in range(p.batch_in_epoch, len(batches), accumulation):
@@ -269,6 +331,8 @@ class _Run:
 
     def _micro_batches(self, group: list[list[int]]) -> Iterator[MicroBatch]:
         for rows in group:
+            if self.parallel is not None:
+                rows, weight, gather = self.parallel.shard(rows)
             features = []
             for column, role in enumerate(self.roles):
                 batch = self.cache.collate(role, [self.row_ids[r][column] for r in rows])
@@ -277,7 +341,7 @@ class _Run:
             labels = None
             if self.rows.labels is not None:
                 labels = torch.tensor([self.rows.labels[r] for r in rows], device=self.device)
-            yield features, labels
+            yield (features, labels) if self.parallel is None else (features, labels, weight, gather)
 
     def _step(self, group: list[list[int]], lr: float) -> float:
         step = self.progress.global_step + 1
@@ -285,10 +349,13 @@ class _Run:
             param_group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
         try:
-            step_loss = accumulate_gradients(self.loss_fn, self._micro_batches(group), len(group))
+            step_loss = accumulate_gradients(self.loss_fn, self._micro_batches(group), len(group),
+                                             self.parallel)
         except TrainingError as err:
             raise self._stopped(step, err.reason) from None
         params = list(self.params.values())
+        if self.parallel is not None:
+            self.parallel.average_gradients(params)
         if self.config.max_grad_norm is not None:
             norm = torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm)
         else:
@@ -312,22 +379,40 @@ class _Run:
             mean = p.window_loss_sum / p.window_steps
             p.loss_history.append((step, mean))
             p.window_loss_sum, p.window_steps = 0.0, 0
-            logger.info("step %d/%d loss %.4f lr %.2e", step, self.total, mean, self.schedule.lr(step - 1))
+            if self.is_main:
+                logger.info("step %d/%d loss %.4f lr %.2e", step, self.total, mean,
+                            self.schedule.lr(step - 1))
         if self.evaluate is not None and (final or _due(step, config.eval_steps, epoch_done)):
             self.model.eval()  # no dropout while scoring, whatever the evaluator does
-            with torch.no_grad():
-                metrics = self.evaluate(self.model)
+            metrics = None
+            if self.is_main:  # alone: a loss used by the evaluator must not wait for the others
+                with torch.no_grad(), local_negatives():
+                    metrics = self.evaluate(self.model)
+                logger.info("step %d eval %s", step, metrics)
+            if self.parallel is not None:
+                metrics = self.parallel.broadcast_object(metrics)
             self.loss_fn.train()
             p.eval_history.append((step, metrics))
-            logger.info("step %d eval %s", step, metrics)
         if final or _due(step, config.save_steps, epoch_done):
+            self._save()
+
+    def _save(self) -> None:
+        """Write a checkpoint (process 0 only, holding every process's RNG state) and the summary."""
+        config, p = self.config, self.progress
+        states = [rng_state()] if self.parallel is None else self.parallel.all_gather_object(rng_state())
+        if self.is_main:
             extra = {"fingerprint": self.fingerprint, "schedule": self.schedule.state_dict(),
                      "config": config.to_dict()}
-            self.last_checkpoint = save_checkpoint(config.output_dir, self.params, self.optimizer, p, extra)
+            save_checkpoint(config.output_dir, self.params, self.optimizer, p, extra, rng_states=states)
             prune_checkpoints(config.output_dir, config.save_total_limit)
-            self._write_summary("running")
+        self.last_checkpoint = checkpoints_dir(config.output_dir) / f"step-{p.global_step}"
+        self._write_summary("running")
+        if self.parallel is not None:
+            self.parallel.barrier()  # no process runs ahead of a checkpoint that is not on disk yet
 
     def _write_summary(self, status: str, error: str | None = None) -> None:
+        if not self.is_main:
+            return
         p = self.progress
         summary = {"status": status, "global_step": p.global_step, "total_steps": self.total,
                    "epochs_completed": p.epoch, "loss_history": p.loss_history,
