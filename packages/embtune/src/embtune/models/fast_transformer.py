@@ -81,13 +81,15 @@ class FastTransformer(Transformer):
     ``attention``: how the CPU computes block-diagonal attention, one of
     ``varlen_attention.VARIANTS`` ("bucket", "sequence", "eager").
     ``attention_dropout``: dropout on attention probabilities while training on the packed path;
-    None (default) keeps the model's own (e.g. 0.1 for BERT-family configs). On CPU that dropout
-    costs a random draw per query-key pair and pushes SDPA off its flash kernel; 0.0 turns it off.
+    0.0 by default, None keeps the model's own (e.g. 0.1 for BERT-family configs). That dropout costs
+    a random draw per query-key pair and pushes SDPA off its fused kernel: on the 2-core benchmark
+    machine it halved MiniLM's training speed (examples/benchmarks/train_speed.py), while SciFact
+    quality after one epoch did not drop (README, Speed). Hidden-state dropout is unchanged.
     """
 
     packing: bool = False
     attention: str = "bucket"
-    attention_dropout: float | None = None
+    attention_dropout: float | None = 0.0
 
     @classmethod
     def from_transformer(cls, transformer: Transformer, packing: bool = True,
