@@ -138,13 +138,16 @@ def _status(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def child(phase: str, folder: Path, model_path: str, max_seq_length: int, chunks_per_call: int | None) -> dict:
-    """Run one phase on the corpus in ``folder``; out: rss_before, peak_rss (bytes), seconds, dim."""
+def child(phase: str, folder: Path, model_path: str, max_seq_length: int, chunks_per_call: int | None,
+          dtype: str = "auto") -> dict:
+    """Run one phase on the corpus in ``folder``; out: rss_before, peak_rss (bytes), seconds, dim, dtype."""
     import numpy as np
 
-    from embtune.pipeline.stages import load_inference_model
+    from embtune.models import FastSentenceTransformer
 
-    model = load_inference_model(model_path, max_seq_length)
+    # what the pipeline's load_inference_model does, with the dtype choosable
+    model = FastSentenceTransformer.from_pretrained(model_path, max_seq_length=max_seq_length, for_inference=True,
+                                                    dtype=None if dtype == "auto" else dtype)
     dim = int(model.get_sentence_embedding_dimension())
     emb_path = folder / "work" / "chunk_embeddings.npy"
     if phase == "evaluate":
@@ -177,7 +180,8 @@ def child(phase: str, folder: Path, model_path: str, max_seq_length: int, chunks
     out = run()
     seconds = time.perf_counter() - start
     peak = _status("VmHWM")
-    result = {"rss_before": before, "peak_rss": peak, "seconds": seconds, "dim": dim}
+    weights = str(next(model.parameters()).dtype).replace("torch.", "")
+    result = {"rss_before": before, "peak_rss": peak, "seconds": seconds, "dim": dim, "dtype": weights}
     if phase == "embed":
         result["matrix_shape"] = list(np.load(emb_path, mmap_mode="r").shape)
     else:
@@ -199,7 +203,8 @@ def fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
 
 def table(rows: list[dict], label: str) -> str:
     """The Markdown table of the measured rows, with the growth and 1M extrapolation per phase below it."""
-    lines = [f"Peak RSS, {label}", "",
+    dtypes = ", ".join(sorted({r["dtype"] for r in rows}))
+    lines = [f"Peak RSS, {label}, weights {dtypes}", "",
              "| phase | chunks | RSS before call | peak RSS | peak - N x dim x 4 | peak - before | seconds | nDCG@10 |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
@@ -210,17 +215,24 @@ def table(rows: list[dict], label: str) -> str:
                      f"{r['seconds']:,.1f} | {ndcg} |")
     lines.append("")
     for phase in dict.fromkeys(r["phase"] for r in rows):
-        pr = [r for r in rows if r["phase"] == phase]
-        ns = [r["n"] for r in pr]
-        slope, icpt = fit(ns, [r["peak_rss"] for r in pr])
-        slope_x, icpt_x = fit(ns, [r["peak_rss"] - r["n"] * r["dim"] * 4 for r in pr])
-        slope_d, _ = fit(ns, [r["peak_rss"] - r["rss_before"] for r in pr])
-        dim = pr[0]["dim"]
-        lines.append(f"- {phase}: peak grows {slope * 1e5 / MB:,.1f} MB per 100k chunks (the N x {dim} float32 "
-                     f"matrix is {1e5 * dim * 4 / MB:,.1f} MB of that per 100k; peak minus matrix grows "
-                     f"{slope_x * 1e5 / MB:,.1f} MB, peak minus RSS-before {slope_d * 1e5 / MB:,.1f} MB per 100k); "
-                     f"extrapolated to 1M chunks: peak {(icpt + slope * 1e6) / MB:,.0f} MB, of which "
-                     f"{(icpt_x + slope_x * 1e6) / MB:,.0f} MB besides the {1e6 * dim * 4 / MB:,.0f} MB matrix.")
+        pr = sorted((r for r in rows if r["phase"] == phase), key=lambda r: r["n"])
+        ns, dim = [r["n"] for r in pr], pr[0]["dim"]
+        peaks = [r["peak_rss"] for r in pr]
+        extra = [r["peak_rss"] - r["n"] * dim * 4 for r in pr]
+        added = [r["peak_rss"] - r["rss_before"] for r in pr]
+        slope_all = fit(ns, peaks)[0]
+        last = fit(ns[-2:], peaks[-2:])[0]  # between the two largest sizes
+        last_x = fit(ns[-2:], extra[-2:])[0]
+        last_d = fit(ns[-2:], added[-2:])[0]
+        at_1m = peaks[-1] + last * (1_000_000 - ns[-1])
+        at_1m_x = extra[-1] + last_x * (1_000_000 - ns[-1])
+        lines.append(
+            f"- {phase}: between {ns[-2]:,} and {ns[-1]:,} chunks the peak grows {last * 1e5 / MB:,.1f} MB per 100k "
+            f"chunks (peak minus the matrix {last_x * 1e5 / MB:,.1f} MB, peak minus RSS-before "
+            f"{last_d * 1e5 / MB:,.1f} MB; the N x {dim} float32 matrix itself is {1e5 * dim * 4 / MB:,.1f} MB per "
+            f"100k); least squares over all sizes: {slope_all * 1e5 / MB:,.1f} MB per 100k. Extrapolated to 1M "
+            f"chunks: peak {at_1m / MB:,.0f} MB, of which {at_1m_x / MB:,.0f} MB besides the "
+            f"{1e6 * dim * 4 / MB:,.0f} MB matrix." if len(ns) > 1 else f"- {phase}: one size only, no growth.")
     return "\n".join(lines)
 
 
@@ -232,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queries", type=int, default=300, help="number of queries (default 300)")
     parser.add_argument("--model", default="tiny", help="'tiny' (random-init, hidden 64), 'minilm', or a folder")
     parser.add_argument("--max-seq-length", type=int, default=256)
+    parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"),
+                        help="weights dtype; auto = the pipeline's choice (bf16 where the CPU runs it fast)")
     parser.add_argument("--corpus-chunk-size", type=int, default=None,
                         help="evaluate_retrieval's corpus_chunk_size (default: its own)")
     parser.add_argument("--workdir", default=None, help="folder for corpora (default: a temporary one)")
@@ -242,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.child:
         result = child(args.child[0], Path(args.child[1]), args.model_path, args.max_seq_length,
-                       args.corpus_chunk_size)
+                       args.corpus_chunk_size, args.dtype)
         print("RESULT " + json.dumps(result))
         return 0
 
@@ -268,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{n:,} chunks: corpus written in {time.perf_counter() - t0:.0f}s]", file=sys.stderr, flush=True)
             for phase in phases:
                 cmd = [sys.executable, __file__, "--child", phase, str(folder), "--model-path", model_path,
-                       "--max-seq-length", str(args.max_seq_length)]
+                       "--max-seq-length", str(args.max_seq_length), "--dtype", args.dtype]
                 if args.corpus_chunk_size is not None:
                     cmd += ["--corpus-chunk-size", str(args.corpus_chunk_size)]
                 proc = subprocess.run(cmd, capture_output=True, text=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Iterator
 
 from embtune.errors import DataFormatError
 
@@ -32,22 +32,39 @@ def iter_lines(path: str | os.PathLike, keep_ends: bool = False) -> Iterator[tup
     removed unless ``keep_ends`` (the CSV reader needs them for quoted multi-line fields). Bytes that
     are not UTF-8 raise DataFormatError naming the file and line.
     """
+    for number, _, text in iter_lines_at(path, keep_ends):
+        yield number, text
+
+
+def iter_lines_at(path: str | os.PathLike, keep_ends: bool = False) -> Iterator[tuple[int, int, str]]:
+    """``iter_lines`` that also gives where each line starts: yields ``(line_number, byte_offset, text)``.
+
+    ``byte_offset`` is the position of the line's first byte in the file (0 for the first line, BOM
+    included), so ``read_jsonl_at`` can read that line again without keeping its text.
+    """
     path = Path(path)
+    offset = 0
     with open(path, "rb") as fh:
         for number, raw in enumerate(fh, start=1):
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise DataFormatError(
-                    f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})",
-                    path=path,
-                    line=number,
-                ) from None
-            if number == 1 and text.startswith("\ufeff"):
-                text = text[1:]
-            if not keep_ends:
-                text = text.rstrip("\r\n")
-            yield number, text
+            start, offset = offset, offset + len(raw)
+            yield number, start, _decode(raw, path, number, keep_ends)
+
+
+def _decode(raw: bytes, path: Path, number: int, keep_ends: bool = False) -> str:
+    """One raw line as text (BOM dropped on line 1, line ending dropped unless ``keep_ends``)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataFormatError(
+            f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})",
+            path=path,
+            line=number,
+        ) from None
+    if number == 1 and text.startswith("\ufeff"):
+        text = text[1:]
+    if not keep_ends:
+        text = text.rstrip("\r\n")
+    return text
 
 
 def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -57,22 +74,46 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
     DataFormatError naming the file and line. A file with no record at all raises DataFormatError
     naming the file.
     """
+    for number, _, obj in iter_jsonl_at(path):
+        yield number, obj
+
+
+def iter_jsonl_at(path: str | os.PathLike) -> Iterator[tuple[int, int, dict[str, Any]]]:
+    """``iter_jsonl`` that also gives each record's byte offset: yields ``(line_number, offset, object)``.
+
+    Same checks and errors as ``iter_jsonl``; ``read_jsonl_at(fh, offset, ...)`` reads the record again.
+    """
     path = require_file(path)
     seen = 0
-    for number, text in iter_lines(path):
+    for number, offset, text in iter_lines_at(path):
         if not text.strip():
             continue
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataFormatError(
-                f"invalid JSON ({exc.msg} at column {exc.colno})", path=path, line=number
-            ) from None
-        if not isinstance(obj, dict):
-            raise DataFormatError(
-                f"expected a JSON object per line, got {type(obj).__name__}", path=path, line=number
-            )
+        yield number, offset, _parse(text, path, number)
         seen += 1
-        yield number, obj
     if seen == 0:
         raise DataFormatError("file has no records (only blank lines)", path=path)
+
+
+def _parse(text: str, path: Path, number: int) -> dict[str, Any]:
+    """One JSONL line as a dict; DataFormatError naming the file and line otherwise."""
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataFormatError(
+            f"invalid JSON ({exc.msg} at column {exc.colno})", path=path, line=number
+        ) from None
+    if not isinstance(obj, dict):
+        raise DataFormatError(
+            f"expected a JSON object per line, got {type(obj).__name__}", path=path, line=number
+        )
+    return obj
+
+
+def read_jsonl_at(fh: BinaryIO, offset: int, path: str | os.PathLike, line: int) -> dict[str, Any]:
+    """The JSON object of the line starting at byte ``offset`` of the open binary file ``fh``.
+
+    ``path`` and ``line`` (from ``iter_jsonl_at``) only name the place in errors: DataFormatError if
+    the line is no longer a JSON object (the file changed since it was indexed).
+    """
+    fh.seek(offset)
+    return _parse(_decode(fh.readline(), Path(path), line), Path(path), line)

@@ -14,7 +14,7 @@ Shared by the integrations (``embtune_langchain``, ``embtune_llamaindex``, ``emb
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Union
 
 import numpy as np
@@ -89,6 +89,56 @@ def embedding_dim(model: SentenceTransformer) -> int:
     return int(getter() or 0)
 
 
+def batch_order(model: Any, texts: Sequence[Any], lengths: Any = None) -> np.ndarray:
+    """The order in which sentence-transformers' ``encode`` embeds ``texts`` in one call: int64 indices.
+
+    ``lengths`` (one int per text; default ``model._input_length`` of each text, which is ``len`` for a
+    string, or ``len`` for a model without it) are the sort keys: longest first with ST's own
+    ``np.argsort``, then interleaved long/short where the model flattens batches (ST's
+    ``_interleave_sorted_indices``). ValueError when ``lengths`` does not have one entry per text.
+    """
+    n = len(texts)
+    if lengths is None:
+        length_of = getattr(model, "_input_length", len)
+        lengths = [length_of(texts[i]) for i in range(n)]
+    keys = np.asarray(lengths, dtype=np.int64)
+    if keys.shape != (n,):
+        raise ValueError(f"lengths must have one entry per text ({n}), got shape {keys.shape}")
+    order = np.argsort(-keys)
+    can_flatten = getattr(model, "_can_flatten_inputs", None)
+    if callable(can_flatten) and can_flatten() and hasattr(model, "_interleave_sorted_indices"):
+        order = model._interleave_sorted_indices(order)
+    return order
+
+
+def encode_batches(model: Any, texts: Sequence[str], kind: str, *, batch_size: int = 32, lengths: Any = None,
+                   show_progress: bool = False, **encode_kwargs: Any) -> Iterator[tuple[np.ndarray, Any]]:
+    """Embed ``texts`` as ``kind`` ("query"/"document") one batch at a time, in bounded memory.
+
+    In: any sequence of strings indexable by int (a list, or one that reads them from disk such as
+    ``embtune.pipeline.records.ChunkTexts``), optional ``lengths`` (see ``batch_order``), and
+    ``encode_kwargs`` for ``model.encode_query`` / ``encode_document`` (e.g. ``convert_to_tensor``,
+    ``normalize_embeddings``, ``prompt``). Yields ``(row indices, embeddings of those rows)`` per batch.
+    The batches are exactly those one ``encode`` call over all the texts would form (``batch_order``),
+    each encoded by its own call, so the rows equal that call's bit for bit while only one batch of
+    texts, tokens and outputs exists at a time (ST's single call keeps every row as its own tensor
+    until it stacks them, then copies).
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    from tqdm.auto import tqdm
+
+    encode = model.encode_query if kind == "query" else model.encode_document
+    order = batch_order(model, texts, lengths)
+    starts = range(0, len(order), batch_size)
+    for start in tqdm(starts, desc="Batches", disable=not show_progress or len(starts) < 2):
+        idx = order[start : start + batch_size]
+        yield idx, encode([texts[int(i)] for i in idx], batch_size=batch_size, show_progress_bar=False,
+                          **encode_kwargs)
+
+
 def encode_texts(model: SentenceTransformer, texts: Sequence[str], kind: str, *, batch_size: int = 32,
                  normalize: bool = True, prompt: str | None = None, truncate_dim: int | None = None,
                  show_progress: bool = False) -> np.ndarray:
@@ -97,16 +147,21 @@ def encode_texts(model: SentenceTransformer, texts: Sequence[str], kind: str, *,
     Queries use ``model.encode_query`` and documents ``model.encode_document`` (the model's saved
     prompts apply); ``prompt`` replaces that prompt when given ("" means none). ``truncate_dim``
     keeps the first dims (Matryoshka) before the optional L2 normalisation. An empty ``texts`` gives
-    an array of shape (0, dim).
+    an array of shape (0, dim). Batch by batch (``encode_batches``): memory is the result plus one batch.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    texts = list(texts)
-    if not texts:
+    if not isinstance(texts, Sequence):
+        texts = list(texts)
+    if not len(texts):
         dim = truncate_dim or embedding_dim(model)
         return np.zeros((0, dim), dtype=np.float32)
-    encode = model.encode_query if kind == "query" else model.encode_document
     extra = {} if prompt is None else {"prompt": prompt}
-    emb = encode(texts, batch_size=batch_size, show_progress_bar=show_progress, convert_to_numpy=True,
-                 normalize_embeddings=False, **extra)
-    return truncate_normalize(emb, truncate_dim, normalize)
+    out = None
+    for idx, emb in encode_batches(model, texts, kind, batch_size=batch_size, show_progress=show_progress,
+                                   convert_to_numpy=True, normalize_embeddings=False, **extra):
+        rows = truncate_normalize(emb, truncate_dim, normalize)
+        if out is None:
+            out = np.empty((len(texts), rows.shape[1]), dtype=np.float32)
+        out[idx] = rows
+    return out

@@ -15,20 +15,30 @@ from embtune.errors import ConfigError
 
 
 def encode_texts(model: Any, texts: Sequence[str], role: str, batch_size: int = 64,
-                 show_progress: bool = True) -> np.ndarray:
+                 show_progress: bool = True, lengths: Any = None) -> np.ndarray:
     """Encode ``texts`` as ``role`` ("query" or "document"); out: float32 [n, dim], rows of norm 1.
 
     The model's output is normalised here in float32 (not by the model, which may run in bf16).
+    ``texts`` may be any int-indexable sequence (``embtune.pipeline.records.ChunkTexts`` reads them
+    from disk); ``lengths`` optionally gives their sort keys (see ``embtune.models.inference.batch_order``).
+    Encoded batch by batch into one preallocated matrix (``encode_batches``: the same batches and bits
+    as one ``encode`` call), so memory is the result plus one batch.
     """
-    encode = model.encode_query if role == "query" else model.encode_document
-    if not texts:
+    from embtune.models.inference import encode_batches
+
+    role = "query" if role == "query" else "document"
+    if not len(texts):
         dim = model.get_sentence_embedding_dimension() or 0
         return np.zeros((0, dim), dtype=np.float32)
-    emb = encode(list(texts), batch_size=batch_size, show_progress_bar=show_progress, convert_to_tensor=True,
-                 normalize_embeddings=False)
-    # normalise in float32 here: a bf16 model would normalise in bf16, leaving norms off by ~1e-3
-    emb = emb.float().cpu().numpy()
-    return _normalise(emb)
+    out = None
+    for idx, emb in encode_batches(model, texts, role, batch_size=batch_size, lengths=lengths,
+                                   show_progress=show_progress, convert_to_tensor=True, normalize_embeddings=False):
+        # normalise in float32 here: a bf16 model would normalise in bf16, leaving norms off by ~1e-3
+        rows = _normalise(emb.float().cpu().numpy())
+        if out is None:
+            out = np.empty((len(texts), rows.shape[1]), dtype=np.float32)
+        out[idx] = rows
+    return out
 
 
 def _normalise(emb: np.ndarray) -> np.ndarray:

@@ -53,11 +53,14 @@ def max_tokens_for(model: Any) -> int:
     return budget(model)
 
 
-def encode_chunks(model: Any, chunks: Sequence[dict[str, Any]], show_progress: bool = True) -> np.ndarray:
-    """Document embeddings of the chunk records' texts: float32 [n, dim], rows of norm 1."""
-    from embtune.pairs.embeddings import encode_chunks as encode
+def encode_chunk_texts(model: Any, texts: Sequence[str], lengths: Any = None,
+                       show_progress: bool = True) -> np.ndarray:
+    """Document embeddings of chunk texts (a list, or ``records.ChunkTexts`` reading them from
+    chunks.jsonl), batch by batch (``embtune.pairs.embeddings.encode_texts``): float32 [n, dim], rows
+    of norm 1. ``lengths``: the texts' sort keys when known (``ChunkTexts.lengths``)."""
+    from embtune.pairs.embeddings import encode_texts
 
-    return encode(model, _chunks(chunks), show_progress=show_progress)
+    return encode_texts(model, texts, "document", show_progress=show_progress, lengths=lengths)
 
 
 def build_pairs(builder: str, chunks: Sequence[dict[str, Any]], s: "RunSettings", model: Any,

@@ -24,6 +24,8 @@ from embtune.errors import EmbtuneError
 REPORT_KS = (1, 5, 10, 100)
 REPORT_METRICS = ("recall@1", "recall@5", "recall@10", "recall@100", "ndcg@10", "mrr@10", "map@100")
 LEVELS = ("chunk", "document")
+SEARCH_ROWS = 50000
+"""Chunk embeddings scored per step of the search: at most (queries x SEARCH_ROWS) scores exist at once."""
 
 
 def rank_chunks(model: Any, queries: list[str], chunk_ids: list[str], chunk_embeddings: np.ndarray, k: int,
@@ -31,8 +33,9 @@ def rank_chunks(model: Any, queries: list[str], chunk_ids: list[str], chunk_embe
     """Top ``k`` chunk ids per query, best first (exact cosine search over the given embeddings).
 
     In: the model (its ``encode_query`` embeds the queries), query texts, the chunk ids and their
-    embeddings (one row per id). Out: one ranked id list per query. Raises EmbtuneError when the
-    embeddings do not have one row per chunk.
+    embeddings (one row per id; an array or a memory map). Out: one ranked id list per query. The
+    matrix is searched ``SEARCH_ROWS`` rows at a time (the ranking does not depend on that size).
+    Raises EmbtuneError when the embeddings do not have one row per chunk.
     """
     import torch
 
@@ -44,7 +47,9 @@ def rank_chunks(model: Any, queries: list[str], chunk_ids: list[str], chunk_embe
     query_emb = model.encode_query(queries, batch_size=batch_size, show_progress_bar=show_progress,
                                    convert_to_tensor=True, normalize_embeddings=True)
     topk = StreamingTopK(query_emb, chunk_ids, min(k, len(chunk_ids)), score_function="cos")
-    topk.add(torch.from_numpy(np.ascontiguousarray(chunk_embeddings, dtype=np.float32)))
+    for start in range(0, len(chunk_ids), SEARCH_ROWS):  # bounded: scores of one slice at a time
+        rows = chunk_embeddings[start : start + SEARCH_ROWS]
+        topk.add(torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32)))
     return topk.result()[1]
 
 

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+from array import array
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Iterable
 
-from embtune.data._io import iter_jsonl
+import numpy as np
+
+from embtune.data._io import iter_jsonl, iter_jsonl_at, read_jsonl_at
 from embtune.errors import DataFormatError
 from embtune.utils.atomic import atomic_file
 
@@ -64,20 +68,78 @@ def _text_list(record: dict[str, Any], name: str, path: Path, line: int) -> list
     return value
 
 
-def read_chunks(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Read chunks.jsonl into a list of dicts with CHUNK_FIELDS; DataFormatError on a bad line or a
-    repeated chunk id."""
+def read_chunks(path: str | os.PathLike, fields: tuple[str, ...] = CHUNK_FIELDS) -> list[dict[str, Any]]:
+    """Read chunks.jsonl into a list of dicts with ``fields`` (default: all CHUNK_FIELDS); DataFormatError
+    on a bad line or a repeated chunk id. Every line is checked in full whatever ``fields`` keeps, so
+    ``fields=("id", "doc_id")`` validates the same file while leaving the texts out of memory."""
     path = Path(path)
     chunks, seen = [], set()
     for line, record in iter_jsonl(path):
-        _need(record, CHUNK_FIELDS, path, line)
-        for name in ("id", "doc_id", "text"):
-            _text(record, name, path, line)
-        if record["id"] in seen:
-            raise DataFormatError(f"duplicate chunk id {record['id']!r}", path=path, line=line)
-        seen.add(record["id"])
-        chunks.append({k: record[k] for k in CHUNK_FIELDS})
+        _check_chunk(record, seen, path, line)
+        chunks.append({k: record[k] for k in fields})
     return chunks
+
+
+def _check_chunk(record: dict[str, Any], seen: set[str], path: Path, line: int) -> None:
+    """DataFormatError unless ``record`` is a valid chunk whose id is not in ``seen``; adds the id."""
+    _need(record, CHUNK_FIELDS, path, line)
+    for name in ("id", "doc_id", "text"):
+        _text(record, name, path, line)
+    if record["id"] in seen:
+        raise DataFormatError(f"duplicate chunk id {record['id']!r}", path=path, line=line)
+    seen.add(record["id"])
+
+
+class ChunkTexts(Sequence[str]):
+    """The ``text`` of every chunk of a chunks.jsonl, read from the file when indexed (bounded memory).
+
+    Building it reads the file once and checks every line as ``read_chunks`` does (DataFormatError
+    naming the file and line), keeping per chunk only its line's byte offset and line number and its
+    text's length in characters (``lengths``, int64), 24 bytes a chunk; ``texts[i]`` (an int) reads
+    chunk ``i``'s text again. The file must not change while the object is used (a line that no longer
+    parses raises DataFormatError). Use as a context manager, or call ``close()``, to close the file.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        """Index ``path``; DataFormatError on a bad line, a repeated id or a file with no chunk."""
+        self.path = Path(path)
+        offsets, lines, lengths = array("q"), array("q"), array("q")
+        seen: set[str] = set()
+        for line, offset, record in iter_jsonl_at(self.path):
+            _check_chunk(record, seen, self.path, line)
+            offsets.append(offset)
+            lines.append(line)
+            lengths.append(len(record["text"]))
+        del seen
+        self._offsets = np.frombuffer(offsets, dtype=np.int64)
+        self._lines = np.frombuffer(lines, dtype=np.int64)
+        self.lengths = np.frombuffer(lengths, dtype=np.int64)
+        self._fh = None
+
+    def __len__(self) -> int:
+        return len(self._offsets)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        """Chunk ``index``'s text (an int; negative counts from the end); a slice gives a list."""
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        index = range(len(self))[index]  # IndexError when out of range
+        if self._fh is None:
+            self._fh = open(self.path, "rb")
+        line = int(self._lines[index])
+        return read_jsonl_at(self._fh, int(self._offsets[index]), self.path, line)["text"]
+
+    def close(self) -> None:
+        """Close the file (reopened by the next read)."""
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def __enter__(self) -> "ChunkTexts":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
 
 def read_pairs(path: str | os.PathLike) -> list[dict[str, Any]]:

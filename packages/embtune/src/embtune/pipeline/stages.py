@@ -14,7 +14,6 @@ atomically. ``data_stages`` wires them into a Pipeline with their manifest keys.
 """
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -22,8 +21,9 @@ import numpy as np
 
 from embtune.errors import ConfigError, DataFormatError, EmbtuneError
 from embtune.pipeline import corpus_api, labels
-from embtune.pipeline.records import CHUNK_FIELDS, EVAL_FIELDS, as_record, read_chunks, read_pairs, write_jsonl
-from embtune.utils.atomic import atomic_write_bytes
+from embtune.pipeline.records import (CHUNK_FIELDS, EVAL_FIELDS, ChunkTexts, as_record, read_chunks, read_pairs,
+                                      write_jsonl)
+from embtune.utils.atomic import atomic_file
 
 if TYPE_CHECKING:
     from embtune.pipeline.from_corpus import Pipeline
@@ -105,12 +105,16 @@ def chunk_stage(corpus: Path, out_path: Path, load_model: Callable[[], Any], chu
 
 def embed_stage(chunks_path: Path, out_path: Path, model: Any, show_progress: bool = True) -> dict[str, Any]:
     """Encode every chunk once with the base model (document role, L2-normalised float32) and save the
-    matrix to ``out_path`` (.npy); filtering, mining and the baseline evaluation reuse it."""
-    chunks = read_chunks(chunks_path)
-    emb = corpus_api.encode_chunks(model, chunks, show_progress)
-    buffer = io.BytesIO()
-    np.save(buffer, emb, allow_pickle=False)
-    atomic_write_bytes(out_path, buffer.getvalue())
+    matrix to ``out_path`` (.npy); filtering, mining and the baseline evaluation reuse it.
+
+    Streams: the chunk texts are read from chunks.jsonl batch by batch (``records.ChunkTexts``) and
+    their rows written into one preallocated matrix, which ``np.save`` writes straight to the file, so
+    memory is that matrix plus one batch and 24 bytes of index per chunk.
+    """
+    with ChunkTexts(chunks_path) as texts:
+        emb = corpus_api.encode_chunk_texts(model, texts, texts.lengths, show_progress)
+    with atomic_file(out_path, "wb") as fh:
+        np.save(fh, emb, allow_pickle=False)
     return {"chunks": int(emb.shape[0]), "dim": int(emb.shape[1])}
 
 

@@ -47,7 +47,7 @@ def eval_stage(model: Any, chunks_path: Path, eval_path: Path, emb_path: Path, o
     """
     from embtune.pipeline.stages import load_embeddings
 
-    chunks = read_chunks(chunks_path)
+    chunks = read_chunks(chunks_path, fields=("id", "doc_id"))  # the texts are not needed to search
     queries = read_eval(eval_path, {c["id"] for c in chunks})
     metrics = evaluate_chunks(model, chunks, queries, load_embeddings(emb_path), level, show_progress=show_progress)
     atomic_write_json(out_path, metrics)
