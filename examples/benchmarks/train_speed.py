@@ -66,22 +66,24 @@ MODELS = {  # name -> (pairs, batch, max_len); --pairs/--batch-size/--max-len se
 ROWS = [
     ("minilm", "ST + PEFT, fp32 (reference)", {"kind": "st"}),
     ("minilm", "ST + PEFT, trainer bf16 autocast", {"kind": "st", "bf16": True}),
-    ("minilm", "embtune: bf16 frozen weights, padded, PEFT LoRA", {"packing": False, "lora": "peft"}),
-    ("minilm", "  + padding-free packing (bucketed SDPA)", {"lora": "peft", "attention_dropout": None}),
-    ("minilm", "  + fused exact LoRA", {"attention_dropout": None}),
-    ("minilm", "  + attention-probability dropout off (default)", {}),
-    ("minilm", "  + LoRA branch in bf16", {"lora": "bf16"}),
-    ("minilm", "  same, per-sequence SDPA", {"lora": "bf16", "attention": "sequence"}),
-    ("minilm", "  same, eager attention", {"lora": "bf16", "attention": "eager"}),
+    ("minilm", "embtune: bf16 frozen weights, padded, PEFT LoRA",
+     {"packing": False, "lora": "peft", "dropout": "torch"}),
+    ("minilm", "  + padding-free packing (bucketed SDPA, fp32 attention)",
+     {"lora": "peft", "attention_dropout": None, "dropout": "torch"}),
+    ("minilm", "  + fused exact LoRA", {"lora": "exact", "attention_dropout": None, "dropout": "torch"}),
+    ("minilm", "  + attention-probability dropout off", {"lora": "exact", "dropout": "torch"}),
+    ("minilm", "  + fast dropout masks", {"lora": "exact"}),
+    ("minilm", "  + LoRA branch in bf16 (default)", {}),
+    ("minilm", "  same, per-sequence SDPA", {"attention": "sequence"}),
+    ("minilm", "  same, eager attention", {"attention": "eager"}),
     ("minilm", "embtune default, fp32 weights", {"dtype": "fp32"}),
     ("minilm", "embtune default, GradCache (mini-batch 8)", {"loss": "cached"}),
     ("minilm", "ST trainer on FastSentenceTransformer (default)", {"kind": "st-trainer"}),
     ("bert-base", "ST + PEFT, fp32 (reference)", {"kind": "st"}),
     ("bert-base", "embtune default", {}),
-    ("bert-base", "embtune, bf16 LoRA branch", {"lora": "bf16"}),
+    ("bert-base", "embtune, exact fp32 LoRA branch", {"lora": "exact"}),
     ("qwen3-0.6b", "embtune LoRA, padded", {"packing": False}),
     ("qwen3-0.6b", "embtune LoRA (default)", {}),
-    ("qwen3-0.6b", "embtune LoRA, bf16 LoRA branch", {"lora": "bf16"}),
     ("qwen3-0.6b", "embtune QLoRA (nf4)", {"qlora": True}),
 ]
 
@@ -203,8 +205,19 @@ def loss_costs(dim: int = 384, repeats: int = 20) -> dict[str, float]:
     return out
 
 
+PROFILE_GROUPS = (  # (group, substrings of op names), first match wins; the rest is "other"
+    ("linear layers (mm/addmm)", ("aten::mm", "aten::addmm", "aten::bmm")),
+    ("attention (SDPA fwd+bwd)", ("scaled_dot_product",)),
+    ("dropout masks", ("keep_mask", "bernoulli", "aten::where")),
+    ("dtype casts (copy_)", ("aten::copy_",)),
+    ("GELU, LayerNorm, residual adds", ("gelu", "layer_norm", "aten::add", "aten::mul")),
+    ("pack/unpack (index_select/scatter)", ("index_select", "scatter", "aten::cat", "index_put")),
+)
+
+
 def profile_step(spec: dict, rows: int = 25) -> str:
-    """torch.profiler table (self CPU time) of one InfoNCE training step of ``spec``'s configuration."""
+    """torch.profiler table (self CPU time) of one InfoNCE training step of ``spec``'s configuration,
+    preceded by the step's wall time and its self time summed into ``PROFILE_GROUPS``."""
     from embtune.losses import InfoNCELoss
     from torch.profiler import ProfilerActivity, profile
 
@@ -214,10 +227,21 @@ def profile_step(spec: dict, rows: int = 25) -> str:
     model.train()
     for _ in range(2):  # warm-up, then the profiled step; fresh features each time, as in training
         features = [model.preprocess([q for q, _ in pairs]), model.preprocess([d for _, d in pairs])]
+        start = time.perf_counter()
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             loss(features).backward()
+        wall = time.perf_counter() - start
         model.zero_grad(set_to_none=True)
-    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in events)
+    groups = dict.fromkeys([g for g, _ in PROFILE_GROUPS] + ["other"], 0.0)
+    for event in events:
+        group = next((g for g, keys in PROFILE_GROUPS if any(k in event.key for k in keys)), "other")
+        groups[group] += event.self_cpu_time_total
+    lines = [f"step wall time {wall * 1000:.0f} ms (profiled); self CPU time by group:", "",
+             "| group | ms | share |", "|---|---|---|"]
+    lines += [f"| {g} | {t / 1000:.0f} | {100 * t / total:.1f}% |" for g, t in groups.items()]
+    return "\n".join(lines) + "\n\n" + prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
 
 
 def _timed(fn, *args) -> float:
@@ -264,6 +288,7 @@ def worker(spec: dict) -> dict:
 def _load_model(spec: dict):
     """The FastSentenceTransformer + LoRA r16/alpha 32 on every body linear that ``spec`` describes."""
     from embtune import FastSentenceTransformer
+    from embtune.models.fast_dropout import use_fast_dropout
 
     settings = spec["settings"]
     model = FastSentenceTransformer.from_pretrained(
@@ -271,9 +296,11 @@ def _load_model(spec: dict):
         load_in_4bit=settings.get("qlora", False), packing=settings.get("packing", True),
         attention=settings.get("attention", "bucket"))
     model = FastSentenceTransformer.get_peft_model(model, r=16, lora_alpha=32,
-                                                   lora_compute=settings.get("lora", "exact"))
+                                                   lora_compute=settings.get("lora", "bf16"))
     if "attention_dropout" in settings:
         model[0].attention_dropout = settings["attention_dropout"]
+    if settings.get("dropout") == "torch":  # PyTorch's own dropout masks instead of FastDropout's
+        use_fast_dropout(model[0].auto_model, enabled=False)
     return model
 
 
@@ -389,7 +416,7 @@ def main() -> None:
     parser.add_argument("--work-dir", default=os.path.join(tempfile.gettempdir(), "embtune-bench"))
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--profile", action="store_true",
-                        help="also print torch.profiler tables of one MiniLM step (default and fastest rows)")
+                        help="also print torch.profiler tables of one MiniLM step (default and exact-LoRA rows)")
     parser.add_argument("--profile-worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -432,7 +459,7 @@ def main() -> None:
     print_table(results, peaks)
     if args.profile:
         folder = model_folder("minilm", work)
-        for label, settings in (("default", {}), ("fastest", {"lora": "bf16"})):
+        for label, settings in (("default", {}), ("exact LoRA", {"lora": "exact"})):
             spec = {"folder": folder, "pairs": args.pairs, "batch": args.batch_size, "max_len": args.max_len,
                     "settings": settings}
             wait_for_load(args.max_load, args.wait_minutes)

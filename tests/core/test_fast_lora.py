@@ -45,6 +45,8 @@ def _run(layer, x, grad):
 @pytest.mark.parametrize("base_dtype", [torch.bfloat16, torch.float32])
 def test_exact_mode_is_bit_identical_to_peft(base_dtype):
     peft_layer, fast_layer = _layers(base_dtype)
+    assert fast_layer.embtune_compute == "bf16"  # the default; "exact" is asked for
+    assert set_lora_compute(torch.nn.Sequential(fast_layer), "exact") == 1
     x = torch.randn(3, 7, 48).to(base_dtype)
     grad = torch.randn(3, 7, 40).to(base_dtype)
     out, gx, grads = _run(fast_layer, x, grad)

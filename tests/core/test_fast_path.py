@@ -141,7 +141,9 @@ def test_lora_gradients_equal_padded(family, tiny_dirs):
     torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-6)
     for name, grad in grads.items():
         assert grad.abs().max() > 0, name
-        torch.testing.assert_close(grad, ref_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+        # fp32 sums over packed vs padded rows differ in order: tolerance relative to the gradient's scale
+        scale = ref_grads[name].abs().max().item()
+        torch.testing.assert_close(grad, ref_grads[name], rtol=1e-4, atol=1e-5 * scale, msg=name)
 
 
 def test_gradcache_and_reused_features_stay_packed(tiny_dirs):

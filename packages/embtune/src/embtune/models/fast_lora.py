@@ -11,13 +11,14 @@ for custom LoRA layers, so nothing in PEFT is patched) and replaces only the pla
 forward (one active adapter, unmerged, no dropout, no DoRA/variants, a dense base) with one autograd
 function. ``compute`` picks its arithmetic:
 
-* ``"exact"`` (default): PEFT's arithmetic, fp32 adapter branch on the low-precision base, with fewer
+* ``"bf16"`` (default): the adapter branch in the base's dtype (``embtune_kernels.lora_linear``: the
+  reference on CPU, the fused Triton kernel on CUDA) with the adapter weights kept in fp32, like
+  autocast: the fastest (on the 2-core benchmark machine ~20 % faster per MiniLM step than "exact")
+  but rounded to bf16 (outputs differ from PEFT's in ~1-2 % of elements by one bf16 ulp, adapter
+  gradients by ~3e-3 relative). SciFact quality after one epoch: README, Speed.
+* ``"exact"``: PEFT's arithmetic, fp32 adapter branch on the low-precision base, with fewer
   passes (the scaled low-rank product is added by one ``addmm`` into the upcast base output, and
   the backward is written out by hand). Outputs and gradients are bit-identical to PEFT's.
-* ``"bf16"``: the adapter branch in the base's dtype (``embtune_kernels.lora_linear``: the reference
-  on CPU, the fused Triton kernel on CUDA), like autocast; faster again on CPU but rounded to bf16
-  (outputs differ from PEFT's in ~1-2 % of elements by one bf16 ulp, adapter gradients by ~3e-3
-  relative).
 * ``"peft"``: PEFT's own forward.
 
 Every other case (several adapters, dropout > 0, merged weights, ``adapter_names``) runs PEFT's
@@ -66,10 +67,10 @@ class _ExactLoraLinear(torch.autograd.Function):
 class FastLoraLinear(PeftLoraLinear):
     """PEFT's LoRA Linear with a fused plain-case forward (see the module docstring).
 
-    ``embtune_compute`` (instance attribute, default "exact") is one of ``COMPUTE_MODES``.
+    ``embtune_compute`` (instance attribute, default "bf16") is one of ``COMPUTE_MODES``.
     """
 
-    embtune_compute: str = "exact"
+    embtune_compute: str = "bf16"
 
     def _fast_case(self, x: torch.Tensor, kwargs: dict[str, Any]) -> tuple | None:
         """(weight, bias, A, B, scaling) when the plain case applies, else None."""

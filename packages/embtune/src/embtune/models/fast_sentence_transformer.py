@@ -171,7 +171,7 @@ class FastSentenceTransformer(SentenceTransformer):
         bias: str = "none",
         use_rslora: bool = False,
         random_state: int = 3407,
-        lora_compute: str = "exact",
+        lora_compute: str = "bf16",
         **lora_kwargs: Any,
     ) -> "FastSentenceTransformer":
         """Attach a PEFT LoRA adapter (QLoRA when the model was loaded in 4-bit) and return the model.
@@ -181,8 +181,9 @@ class FastSentenceTransformer(SentenceTransformer):
         LoRA weights are trainable afterwards (held in fp32; the frozen base keeps its dtype).
         Extra keyword arguments go to ``peft.LoraConfig`` (e.g. ``layers_to_transform``).
         ``lora_compute`` picks the arithmetic of LoRA layers on dense bases (`embtune.models.fast_lora`):
-        "exact" (PEFT's results bit for bit, fewer passes; default), "bf16" (adapter branch in the
-        base dtype: faster on CPU, bf16-rounded) or "peft" (PEFT's own forward). QLoRA layers always
+        "bf16" (default: fp32 adapter weights, adapter branch computed in the base's dtype, like
+        autocast; the fastest), "exact" (PEFT's fp32 adapter arithmetic bit for bit, fewer passes) or
+        "peft" (PEFT's own forward). QLoRA layers always
         use PEFT's bitsandbytes layer.
         """
         from peft import LoraConfig, TaskType, prepare_model_for_kbit_training

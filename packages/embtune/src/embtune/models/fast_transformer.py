@@ -28,6 +28,7 @@ import torch
 from sentence_transformers.sentence_transformer.modules import Transformer
 
 from embtune.models import varlen_attention
+from embtune.models.fast_dropout import use_fast_dropout
 from embtune.models.packing import PackedBatch, pack, unpack
 
 logger = logging.getLogger("embtune")
@@ -84,7 +85,8 @@ class FastTransformer(Transformer):
     0.0 by default, None keeps the model's own (e.g. 0.1 for BERT-family configs). That dropout costs
     a random draw per query-key pair and pushes SDPA off its fused kernel: on the 2-core benchmark
     machine it halved MiniLM's training speed (examples/benchmarks/train_speed.py), while SciFact
-    quality after one epoch did not drop (README, Speed). Hidden-state dropout is unchanged.
+    quality after one epoch did not drop (README, Speed). Hidden-state dropout keeps the model's
+    probability; its masks come from `embtune.models.fast_dropout` (a faster CPU random source).
     """
 
     packing: bool = False
@@ -97,7 +99,8 @@ class FastTransformer(Transformer):
         """Return a FastTransformer that takes over ``transformer``'s model, tokenizer and settings.
 
         In: a loaded ST ``Transformer`` (not used afterwards: the new module shares its state),
-        ``packing`` and ``attention`` as in the class docstring. Out: the new module. When packing
+        ``packing`` and ``attention`` as in the class docstring. Out: the new module, its model's
+        ``nn.Dropout`` modules swapped for `embtune.models.fast_dropout.FastDropout`. When packing
         is asked for but the architecture cannot be packed, a log line says why and the module runs
         ST's padded forward.
         """
@@ -105,6 +108,7 @@ class FastTransformer(Transformer):
             raise TypeError(f"expected a sentence_transformers Transformer, got {type(transformer).__name__}")
         fast = cls.__new__(cls)
         fast.__dict__.update(transformer.__dict__)
+        use_fast_dropout(fast.model)
         fast.set_packing(packing, attention)
         return fast
 

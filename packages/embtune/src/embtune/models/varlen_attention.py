@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from embtune.device import attention_dtype
+
 ATTENTION_NAME = "embtune_varlen"
 VARIANTS = ("bucket", "sequence", "eager")
 BUCKET_SLACK = 1.25
@@ -129,7 +131,8 @@ def attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, key_mask
     ``key_mask [n, L]`` bool (True on real tokens, padding on the right) or None, ``causal``,
     ``window`` (attend only to keys closer than this, or None), ``scaling``, ``dropout`` probability,
     ``eager`` (explicit matmul/softmax instead of SDPA).
-    Out: ``[n, H, L, D]``.
+    Out: ``[n, H, L, D]`` in ``query.dtype``. SDPA runs in :func:`embtune.device.attention_dtype`
+    (fp32 for bf16 input on CPUs without AMX, where that kernel is faster).
     """
     heads, length = query.shape[1], query.shape[2]
     gqa = key.shape[1] != heads
@@ -154,11 +157,13 @@ def attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, key_mask
             probs = F.dropout(probs, dropout)
         return torch.matmul(probs.to(value.dtype), value)
     is_causal = causal and mask is None
+    compute = attention_dtype(query.dtype, query.device)
     if mask is not None:
         # an additive float mask is faster than a bool one in the CPU SDPA kernel
-        mask = torch.zeros(mask.shape, dtype=query.dtype, device=query.device).masked_fill(~mask, float("-inf"))
-    return F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout,
-                                          is_causal=is_causal, scale=scaling, enable_gqa=gqa)
+        mask = torch.zeros(mask.shape, dtype=compute, device=query.device).masked_fill(~mask, float("-inf"))
+    out = F.scaled_dot_product_attention(query.to(compute), key.to(compute), value.to(compute), attn_mask=mask,
+                                         dropout_p=dropout, is_causal=is_causal, scale=scaling, enable_gqa=gqa)
+    return out.to(query.dtype)
 
 
 def packed_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, plan: VarlenPlan, *,

@@ -1,0 +1,118 @@
+"""FastDropout (numpy SFC64 masks) against nn.Dropout's contract, and the fp32 CPU attention choice."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from embtune import FastSentenceTransformer, device
+from embtune.models import varlen_attention
+from embtune.models.fast_dropout import FastDropout, fast_dropout, keep_mask, use_fast_dropout
+from tiny_models import build_tiny_hf
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
+def test_keep_rate_and_independence(p):
+    torch.manual_seed(0)
+    keep = keep_mask(torch.Size([1000, 1000]), p).float()
+    n, q = keep.numel(), 1 - p
+    sigma = math.sqrt(q * (1 - q) / n)
+    assert abs(keep.mean().item() - q) < 5 * sigma
+    # neighbours (same 64-bit draw and across draws) are independent: P(both kept) = q^2
+    for shift in (1, 4):
+        both = (keep.view(-1)[:-shift] * keep.view(-1)[shift:]).mean().item()
+        assert abs(both - q * q) < 5 * math.sqrt(q * q * (1 - q * q) / n)
+    # rows are not copies of each other
+    assert not torch.equal(keep[0], keep[1])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_output_and_gradient_follow_the_mask(dtype):
+    p = 0.25
+    x = torch.randn(37, 19, dtype=dtype, requires_grad=True)
+    torch.manual_seed(3)
+    y = fast_dropout(x, p)
+    torch.manual_seed(3)
+    keep = keep_mask(x.shape, p)
+    assert y.dtype == dtype and y.shape == x.shape
+    expected = torch.where(keep, x.detach(), 0) * (1 / (1 - p))
+    torch.testing.assert_close(y.detach(), expected.to(dtype))
+    grad = torch.randn_like(y)
+    y.backward(grad)
+    torch.testing.assert_close(x.grad, (torch.where(keep, grad, 0) * (1 / (1 - p))).to(dtype))
+    # unbiased: the mean of a large dropped-out tensor of ones stays ~1
+    ones = fast_dropout(torch.ones(500_000), 0.3)
+    assert abs(ones.mean().item() - 1.0) < 0.01
+
+
+def test_reproducible_from_torch_seed_and_rng_state():
+    torch.manual_seed(11)
+    first = keep_mask(torch.Size([4096]), 0.1)
+    state = torch.get_rng_state()
+    second = keep_mask(torch.Size([4096]), 0.1)
+    torch.manual_seed(11)
+    assert torch.equal(keep_mask(torch.Size([4096]), 0.1), first)
+    torch.set_rng_state(state)
+    assert torch.equal(keep_mask(torch.Size([4096]), 0.1), second)
+    assert not torch.equal(first, second)
+
+
+def test_module_eval_mode_and_edge_probabilities():
+    x = torch.randn(8, 16)
+    module = FastDropout(0.5)
+    module.eval()
+    assert torch.equal(module(x), x)
+    module.train()
+    assert not torch.equal(module(x), x)
+    assert torch.equal(fast_dropout(x, 0.0), x)
+    assert torch.count_nonzero(fast_dropout(x, 1.0)) == 0
+    assert torch.equal(fast_dropout(x, 0.5, training=False), x)
+
+
+def test_use_fast_dropout_swaps_every_dropout_and_back(tmp_path):
+    folder = build_tiny_hf(tmp_path / "bert", "bert")
+    model = FastSentenceTransformer.from_pretrained(folder, dtype=torch.float32)
+    hf = model.hf_model
+    plain = [m for m in hf.modules() if type(m) is torch.nn.Dropout]
+    fast = [m for m in hf.modules() if type(m) is FastDropout]
+    assert not plain and fast  # FastSentenceTransformer swapped them at load
+    probabilities = sorted(m.p for m in fast)
+    state = {k: v.clone() for k, v in hf.state_dict().items()}
+    assert use_fast_dropout(hf, enabled=False) == len(fast)
+    assert sorted(m.p for m in hf.modules() if type(m) is torch.nn.Dropout) == probabilities
+    assert use_fast_dropout(hf) == len(fast)
+    assert hf.state_dict().keys() == state.keys()
+    # training with it runs and reaches the LoRA weights
+    model = FastSentenceTransformer.get_peft_model(model, r=4, lora_alpha=8)
+    model.train()
+    out = model(model.preprocess(["a short text", "another, somewhat longer, text"]))["sentence_embedding"]
+    out.sum().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters() if "lora_B" in n)
+
+
+def test_attention_dtype_rule(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert device.attention_dtype(torch.float32, cpu) == torch.float32
+    assert device.attention_dtype(torch.bfloat16, cuda) == torch.bfloat16
+    monkeypatch.setattr(device, "cpu_has_amx_bf16", lambda: False)
+    assert device.attention_dtype(torch.bfloat16, cpu) == torch.float32
+    monkeypatch.setattr(device, "cpu_has_amx_bf16", lambda: True)
+    assert device.attention_dtype(torch.bfloat16, cpu) == torch.bfloat16
+
+
+@pytest.mark.parametrize("amx", [False, True])
+def test_bf16_attention_matches_float64_either_way(monkeypatch, amx):
+    monkeypatch.setattr(device, "cpu_has_amx_bf16", lambda: amx)
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(3, 4, 20, 16, generator=gen).to(torch.bfloat16).requires_grad_() for _ in range(3))
+    key_mask = torch.ones(3, 20, dtype=torch.bool)
+    key_mask[1, 15:] = False
+    out = varlen_attention.attend(q, k, v, key_mask, causal=False, window=None, scaling=0.25, dropout=0.0,
+                                  eager=False)
+    assert out.dtype == torch.bfloat16
+    ref = F.scaled_dot_product_attention(q.double(), k.double(), v.double(),
+                                         attn_mask=key_mask[:, None, None, :], scale=0.25)
+    assert (out.double() - ref).abs().max() < 2e-2
+    out.float().sum().backward()
+    assert q.grad.dtype == torch.bfloat16 and torch.isfinite(q.grad.float()).all()
