@@ -1,6 +1,8 @@
 """FastLoraLinear against PEFT's LoRA Linear: "exact" is bit-identical, "bf16" within bf16 rounding."""
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 from embtune.models.fast_lora import FastLoraLinear, set_lora_compute, use_fast_lora
@@ -89,3 +91,54 @@ def test_non_plain_cases_use_peft_forward():
     fast_layer.merge()
     peft_layer.merge()
     assert torch.equal(fast_layer(x), peft_layer(x))  # merged: the base layer alone
+
+
+def _qlora_grads(model, compute: str):
+    """Sentence embeddings and LoRA gradients of one InfoNCE step with every LoRA layer in ``compute``."""
+    from embtune.losses import InfoNCELoss
+
+    set_lora_compute(model.hf_model, compute)
+    model.eval()  # no dropout: both computations see the same function
+    texts = (["what makes proteins fold", "is coffee bad for the heart"],
+             ["Hydrophobic collapse drives protein folding.", "Moderate coffee intake shows no cardiac harm."])
+    loss = InfoNCELoss(model, scale=20.0)([model.preprocess(list(t)) for t in texts])
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    return loss.detach(), grads
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_qlora_layers_take_the_fused_nf4_path_and_match_peft(dtype, tmp_path):
+    from embtune import FastSentenceTransformer
+    from embtune.models.fast_lora_4bit import FastLoraLinear4bit
+    from tiny_models import build_tiny_hf
+
+    reference = importlib.import_module("embtune_kernels.lora_linear.reference")
+
+    model = FastSentenceTransformer.from_pretrained(build_tiny_hf(tmp_path / "bert", "bert"), load_in_4bit=True,
+                                                    dtype=dtype)
+    model = FastSentenceTransformer.get_peft_model(model, r=4, lora_alpha=8, random_state=1)
+    layers = [m for m in model.hf_model.modules() if isinstance(m, FastLoraLinear4bit)]
+    assert layers and all(m.embtune_compute == "bf16" for m in layers)
+    with torch.no_grad():  # LoRA B starts at zero; give it values so every gradient is non-trivial
+        gen = torch.Generator().manual_seed(0)
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=gen) * 0.05)
+    calls = []
+    original = reference.dequantize
+    reference.dequantize = lambda w: calls.append(1) or original(w)
+    try:
+        loss, grads = _qlora_grads(model, "bf16")
+    finally:
+        reference.dequantize = original
+    assert len(calls) >= 2 * len(layers)  # every layer dequantized in forward and again in backward
+    ref_loss, ref_grads = _qlora_grads(model, "peft")
+    assert grads.keys() == ref_grads.keys() and all("lora_" in n for n in grads)
+    tol = 1e-5 if dtype == torch.float32 else 3e-2
+    torch.testing.assert_close(loss, ref_loss, rtol=tol, atol=tol)
+    for name in grads:
+        assert grads[name].dtype == torch.float32 and grads[name].abs().max() > 0, name
+        torch.testing.assert_close(grads[name], ref_grads[name], rtol=tol * 10,
+                                   atol=tol * 10 * ref_grads[name].abs().max().item(), msg=name)

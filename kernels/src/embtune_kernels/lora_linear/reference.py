@@ -34,29 +34,40 @@ def lora_linear(
     return _LoraLinear.apply(x, weight.detach(), lora_a, lora_b, bias, scaling)
 
 
+def _dense(weight: torch.Tensor | NF4Weight, dtype: torch.dtype) -> torch.Tensor:
+    """The frozen base weight as a dense ``[out, in]`` tensor in ``dtype`` (NF4: dequantized as
+    bitsandbytes does, to the weight's own dtype, then cast)."""
+    if isinstance(weight, NF4Weight):
+        return dequantize(weight).to(dtype)
+    return weight.to(dtype)
+
+
 class _LoraLinear(torch.autograd.Function):
-    """The reference forward/backward (see the module docstring)."""
+    """The reference forward/backward (see the module docstring). An NF4 base weight is dequantized
+    in the forward and again in the backward, never kept dense between them (as bitsandbytes does)."""
 
     @staticmethod
     def forward(ctx, x, weight, lora_a, lora_b, bias, scaling):
         dt = x.dtype
         x2 = x.reshape(-1, x.shape[-1])
-        w, a, b = weight.to(dt), lora_a.to(dt), lora_b.to(dt)
+        w, a, b = _dense(weight, dt), lora_a.to(dt), lora_b.to(dt)
         xa = x2 @ a.t()
         y = torch.addmm(bias.to(dt), x2, w.t()) if bias is not None else x2 @ w.t()
         y.addmm_(xa, b.t(), alpha=scaling)
-        ctx.save_for_backward(x2, w, a, b, xa)
+        ctx.nf4 = weight if isinstance(weight, NF4Weight) else None
+        ctx.save_for_backward(x2, a, b, xa, *(() if ctx.nf4 is not None else (w,)))
         ctx.scaling, ctx.x_shape, ctx.has_bias = scaling, x.shape, bias is not None
         ctx.dtypes = (lora_a.dtype, lora_b.dtype, None if bias is None else bias.dtype)
         return y.view(*x.shape[:-1], y.shape[-1])
 
     @staticmethod
     def backward(ctx, grad):
-        x2, w, a, b, xa = ctx.saved_tensors
+        x2, a, b, xa, *dense = ctx.saved_tensors
         g = grad.reshape(-1, grad.shape[-1]).to(x2.dtype)
         g_xa = (g @ b).mul_(ctx.scaling)  # [T, r]: gradient of x @ A^T
         grad_x = grad_a = grad_b = grad_bias = None
         if ctx.needs_input_grad[0]:
+            w = dense[0] if dense else _dense(ctx.nf4, x2.dtype)
             grad_x = (g @ w).addmm_(g_xa, a).view(ctx.x_shape)
         if ctx.needs_input_grad[2]:
             grad_a = (g_xa.t() @ x2).to(ctx.dtypes[0])
@@ -78,6 +89,6 @@ def lora_linear_nf4(
     """Same as :func:`lora_linear` with the base weight given as NF4 (see :class:`NF4Weight`).
 
     The weight is dequantized to its own ``weight.dtype`` (what bitsandbytes returns), then cast to
-    ``x.dtype``.
+    ``x.dtype``; the backward dequantizes it again instead of keeping the dense copy.
     """
-    return lora_linear(x, dequantize(weight).to(x.dtype), lora_a, lora_b, bias, scaling)
+    return _LoraLinear.apply(x, weight, lora_a, lora_b, bias, scaling)

@@ -64,6 +64,24 @@ class _ExactLoraLinear(torch.autograd.Function):
         return grad_x, None, None, grad_a, grad_b, None
 
 
+def plain_adapter(layer: Any, kwargs: dict[str, Any]) -> str | None:
+    """The name of ``layer``'s one active adapter when the plain case applies (see the module
+    docstring: compute mode not "peft", one active adapter, unmerged, no dropout, no DoRA/variants,
+    no extra forward arguments), else None. In: a PEFT LoRA layer and its forward's keyword arguments."""
+    if layer.embtune_compute == "peft" or layer.disable_adapters or layer.merged or kwargs:
+        return None
+    active = [a for a in layer.active_adapters if a in layer.lora_A]
+    if len(active) != 1:
+        return None
+    name = active[0]
+    if name in layer.lora_variant or layer.use_dora.get(name, False):
+        return None
+    dropout = layer.lora_dropout[name]
+    if not isinstance(dropout, torch.nn.Identity) and not (dropout.p == 0 or not dropout.training):
+        return None
+    return name
+
+
 class FastLoraLinear(PeftLoraLinear):
     """PEFT's LoRA Linear with a fused plain-case forward (see the module docstring).
 
@@ -74,16 +92,8 @@ class FastLoraLinear(PeftLoraLinear):
 
     def _fast_case(self, x: torch.Tensor, kwargs: dict[str, Any]) -> tuple | None:
         """(weight, bias, A, B, scaling) when the plain case applies, else None."""
-        if self.embtune_compute == "peft" or self.disable_adapters or self.merged or kwargs:
-            return None
-        active = [a for a in self.active_adapters if a in self.lora_A]
-        if len(active) != 1:
-            return None
-        name = active[0]
-        if name in self.lora_variant or self.use_dora.get(name, False):
-            return None
-        dropout = self.lora_dropout[name]
-        if not isinstance(dropout, torch.nn.Identity) and not (dropout.p == 0 or not dropout.training):
+        name = plain_adapter(self, kwargs)
+        if name is None:
             return None
         base = self.get_base_layer()
         if type(base) is not torch.nn.Linear or base.weight.dtype != x.dtype:
@@ -116,6 +126,17 @@ def use_fast_lora(lora_config: Any) -> Any:
     return lora_config
 
 
+def use_fast_lora_4bit(lora_config: Any) -> Any:
+    """Make ``lora_config`` build `embtune.models.fast_lora_4bit.FastLoraLinear4bit` for bitsandbytes
+    ``Linear4bit`` targets (QLoRA). In/out: the config (changed in place). Needs bitsandbytes."""
+    import bitsandbytes as bnb
+
+    from embtune.models.fast_lora_4bit import FastLoraLinear4bit
+
+    lora_config._register_custom_module({bnb.nn.Linear4bit: FastLoraLinear4bit})
+    return lora_config
+
+
 def set_lora_compute(model: torch.nn.Module, compute: str) -> int:
     """Set the arithmetic of every `FastLoraLinear` in ``model``; returns how many layers were set.
 
@@ -125,7 +146,7 @@ def set_lora_compute(model: torch.nn.Module, compute: str) -> int:
         raise ValueError(f"lora compute must be one of {COMPUTE_MODES}, got {compute!r}")
     count = 0
     for module in model.modules():
-        if isinstance(module, FastLoraLinear):
+        if hasattr(module, "embtune_compute"):
             module.embtune_compute = compute
             count += 1
     return count

@@ -183,12 +183,13 @@ class FastSentenceTransformer(SentenceTransformer):
         ``lora_compute`` picks the arithmetic of LoRA layers on dense bases (`embtune.models.fast_lora`):
         "bf16" (default: fp32 adapter weights, adapter branch computed in the base's dtype, like
         autocast; the fastest), "exact" (PEFT's fp32 adapter arithmetic bit for bit, fewer passes) or
-        "peft" (PEFT's own forward). QLoRA layers always
-        use PEFT's bitsandbytes layer.
+        "peft" (PEFT's own forward). QLoRA layers take the fused NF4 path in "bf16" mode
+        (`embtune.models.fast_lora_4bit`) and PEFT's bitsandbytes layer otherwise.
         """
-        from peft import LoraConfig, TaskType, prepare_model_for_kbit_training
+        from peft import LoraConfig, TaskType
 
-        from embtune.models.fast_lora import COMPUTE_MODES, set_lora_compute, use_fast_lora
+        from embtune.models.fast_lora import (COMPUTE_MODES, set_lora_compute, use_fast_lora,
+                                              use_fast_lora_4bit)
 
         if r <= 0 or lora_alpha <= 0:
             raise ConfigError(f"LoRA needs r > 0 and lora_alpha > 0 (got r={r}, lora_alpha={lora_alpha})")
@@ -197,14 +198,15 @@ class FastSentenceTransformer(SentenceTransformer):
         hf = model[0].auto_model
         quantized = getattr(hf, "is_loaded_in_4bit", False) or getattr(hf, "is_loaded_in_8bit", False)
         if getattr(hf, "is_loaded_in_4bit", False):
-            prepare_model_for_kbit_training(hf, use_gradient_checkpointing=False)
-            loading.keep_4bit_layers_trainable(hf)
+            loading.prepare_4bit_for_training(hf)
         targets = lora_target_modules(hf, target_modules)
         config = LoraConfig(task_type=TaskType.FEATURE_EXTRACTION, r=r, lora_alpha=lora_alpha,
                             lora_dropout=lora_dropout, target_modules=targets, bias=bias,
                             use_rslora=use_rslora, **lora_kwargs)
         if not quantized:
             use_fast_lora(config)
+        elif getattr(hf, "is_loaded_in_4bit", False):
+            use_fast_lora_4bit(config)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(random_state)
             model.add_adapter(config)

@@ -247,6 +247,23 @@ def set_pooling_mode(model: Any, mode: str) -> None:
     raise ModelLoadError(f"model has no pooling module to set to {mode!r}")
 
 
+def prepare_4bit_for_training(hf_model: torch.nn.Module) -> None:
+    """Get a 4-bit (QLoRA) model ready for adapter training: freeze it, keep its nf4 layers trainable,
+    and upcast fp16 non-quantised weights (embeddings, norms, biases) to fp32.
+
+    PEFT's ``prepare_model_for_kbit_training`` upcasts bf16 weights too. That upcast guards fp16's
+    narrow range; bf16 has fp32's range, and upcasting it makes the whole residual stream and every
+    activation fp32: on the 2-core CPU a Qwen3-0.6B-shaped QLoRA step then needs about twice the
+    memory of LoRA on a bf16 base (README, Speed). So bf16 weights stay bf16 here; fp16 ones are
+    upcast as PEFT does.
+    """
+    for param in hf_model.parameters():
+        param.requires_grad_(False)
+        if param.dtype == torch.float16 and type(param).__name__ != "Params4bit":
+            param.data = param.data.float()
+    keep_4bit_layers_trainable(hf_model)
+
+
 def keep_4bit_layers_trainable(hf_model: torch.nn.Module) -> int:
     """Stop bitsandbytes from repacking nf4 weights into its CPU inference layout; undo it if done.
 
