@@ -18,13 +18,18 @@ import torch.nn.functional as F
 TOKENS, HIDDEN, INTERMEDIATE = 8200, 384, 1536
 
 
-def _ms(fn, repeats: int = 10) -> float:
-    """Mean wall time of ``fn`` in ms after two warm-up calls."""
-    fn()
-    fn()
+def _step(fn, inputs, grad) -> None:
+    """One forward + backward of ``fn(*inputs)`` with output gradient ``grad``."""
+    fn(*inputs).backward(grad)
+
+
+def _ms(fn, inputs, grad, repeats: int = 30) -> float:
+    """Mean wall time in ms of `_step` after two warm-up calls."""
+    _step(fn, inputs, grad)
+    _step(fn, inputs, grad)
     start = time.perf_counter()
     for _ in range(repeats):
-        fn()
+        _step(fn, inputs, grad)
     return (time.perf_counter() - start) / repeats * 1000
 
 
@@ -49,12 +54,12 @@ def main() -> None:
     print("| piece | eager ms | compiled ms | compiled / eager | compile s |")
     print("|---|---|---|---|---|")
     for name, (fn, inputs, grad) in pieces.items():
-        eager = _ms(lambda: fn(*inputs).backward(grad))
+        eager = _ms(fn, inputs, grad)
         compiled_fn = torch.compile(fn, dynamic=True)
         start = time.perf_counter()
-        compiled_fn(*inputs).backward(grad)
+        _step(compiled_fn, inputs, grad)
         compile_s = time.perf_counter() - start
-        compiled = _ms(lambda: compiled_fn(*inputs).backward(grad))
+        compiled = _ms(compiled_fn, inputs, grad)
         print(f"| {name} | {eager:.2f} | {compiled:.2f} | {compiled / eager:.2f}x | {compile_s:.1f} |", flush=True)
 
 
