@@ -116,3 +116,39 @@ def test_bf16_attention_matches_float64_either_way(monkeypatch, amx):
     assert (out.double() - ref).abs().max() < 2e-2
     out.float().sum().backward()
     assert q.grad.dtype == torch.bfloat16 and torch.isfinite(q.grad.float()).all()
+
+
+def test_gradcache_replays_fast_dropout_masks(tmp_path):
+    """In training mode with dropout 0.1, GradCache's replay (RNG snapshot per mini-batch) must draw the
+    same FastDropout masks as its first pass: with one mini-batch it then equals plain InfoNCE exactly,
+    and differs once the masks differ (another seed)."""
+    from embtune.losses import CachedInfoNCELoss, InfoNCELoss
+
+    model = FastSentenceTransformer.from_pretrained(build_tiny_hf(tmp_path / "bert", "bert", dropout=0.1),
+                                                    dtype=torch.float32)
+    assert {m.p for m in model.modules() if isinstance(m, FastDropout)} == {0.1}
+    model = FastSentenceTransformer.get_peft_model(model, r=4, lora_alpha=8)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.05)
+    model.train()
+    queries = ["what makes proteins fold", "how do cells divide", "is coffee bad", "eye colour gene"]
+    docs = ["Protein folding is driven by hydrophobic collapse.", "Mitosis splits one cell into two.",
+            "Moderate coffee intake shows no harm.", "OCA2 variants set eye colour."]
+
+    def step(loss, seed):
+        torch.manual_seed(seed)
+        value = loss([model.preprocess(queries), model.preprocess(docs)])
+        value.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        model.zero_grad(set_to_none=True)
+        return value.item(), grads
+
+    plain_loss, plain = step(InfoNCELoss(model, scale=20.0), 5)
+    cached_loss, cached = step(CachedInfoNCELoss(model, scale=20.0, mini_batch_size=4), 5)
+    other_loss, _ = step(InfoNCELoss(model, scale=20.0), 6)
+    assert cached_loss == plain_loss and other_loss != plain_loss
+    assert plain.keys() == cached.keys() and plain
+    for name in plain:
+        assert torch.equal(plain[name], cached[name]), name
