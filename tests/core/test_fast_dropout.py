@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from embtune import FastSentenceTransformer, device
 from embtune.models import varlen_attention
 from embtune.models.fast_dropout import FastDropout, fast_dropout, keep_mask, use_fast_dropout
-from tiny_models import build_tiny_hf
+from tiny_models import build_tiny_hf, randomize_lora_b
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
@@ -128,10 +128,7 @@ def test_gradcache_replays_fast_dropout_masks(tmp_path):
                                                     dtype=torch.float32)
     assert {m.p for m in model.modules() if isinstance(m, FastDropout)} == {0.1}
     model = FastSentenceTransformer.get_peft_model(model, r=4, lora_alpha=8)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0, 0.05)
+    randomize_lora_b(model)
     model.train()
     queries = ["what makes proteins fold", "how do cells divide", "is coffee bad", "eye colour gene"]
     docs = ["Protein folding is driven by hydrophobic collapse.", "Mitosis splits one cell into two.",

@@ -112,7 +112,7 @@ def _qlora_grads(model, compute: str):
 def test_qlora_layers_take_the_fused_nf4_path_and_match_peft(dtype, tmp_path):
     from embtune import FastSentenceTransformer
     from embtune.models.fast_lora_4bit import FastLoraLinear4bit
-    from tiny_models import build_tiny_hf
+    from tiny_models import build_tiny_hf, randomize_lora_b
 
     reference = importlib.import_module("embtune_kernels.lora_linear.reference")
 
@@ -121,11 +121,7 @@ def test_qlora_layers_take_the_fused_nf4_path_and_match_peft(dtype, tmp_path):
     model = FastSentenceTransformer.get_peft_model(model, r=4, lora_alpha=8, random_state=1)
     layers = [m for m in model.hf_model.modules() if isinstance(m, FastLoraLinear4bit)]
     assert layers and all(m.embtune_compute == "bf16" for m in layers)
-    with torch.no_grad():  # LoRA B starts at zero; give it values so every gradient is non-trivial
-        gen = torch.Generator().manual_seed(0)
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.copy_(torch.randn(param.shape, generator=gen) * 0.05)
+    randomize_lora_b(model)
     calls = []
     original = reference.dequantize
     reference.dequantize = lambda w: calls.append(1) or original(w)

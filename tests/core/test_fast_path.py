@@ -18,7 +18,7 @@ from embtune.models.fast_transformer import ST_TRANSFORMER_TYPE, FastTransformer
 from embtune.models.packing import contiguous_lengths, pack, unpack
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Transformer
-from tiny_models import build_tiny_hf
+from tiny_models import build_tiny_hf, randomize_lora_b
 
 PACKED_FAMILIES = ("bert", "distilbert", "xlm-roberta", "modernbert", "qwen3")
 # Lengths from 1 word to past the tiny models' 64-token limit, so batches mix heavy padding and
@@ -44,11 +44,7 @@ def _load(folder, packing: bool, dtype=torch.float32, lora: bool = False, attent
                                                     max_seq_length=64)
     if lora:
         model = FastSentenceTransformer.get_peft_model(model, r=4, lora_alpha=8, random_state=1)
-        with torch.no_grad():  # LoRA B starts at zero; give it values so its gradients are non-trivial
-            gen = torch.Generator().manual_seed(0)
-            for name, param in model.named_parameters():
-                if "lora_B" in name:
-                    param.copy_(torch.randn(param.shape, generator=gen) * 0.05)
+        randomize_lora_b(model)
     return model
 
 

@@ -13,6 +13,7 @@ import warnings
 import pytest
 import torch
 from sentence_transformers.sentence_transformer import losses as st_losses
+from tiny_models import torch_threads
 
 from embtune.errors import ConfigError
 from embtune.losses import (
@@ -72,10 +73,8 @@ DIMS, WEIGHTS = [8, 32, 16], [0.25, 1.0, 0.5]  # Matryoshka dims (embedding size
 def _one_torch_thread():
     """Run this module on one intra-op thread: the matrices are tiny, and on a shared 2-core machine
     two threads per process oversubscribe the CPU and make these tests about ten times slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+    with torch_threads(1):
+        yield
 
 
 def columns(n_columns: int, rows: int = B) -> list[list[str]]:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
-from tiny_models import FAMILIES, build_tiny_hf, minilm_path
+from tiny_models import FAMILIES, build_tiny_hf, minilm_path, randomize_lora_b
 
 from embtune import FastSentenceTransformer
 from embtune.errors import ConfigError, ModelLoadError
@@ -246,10 +246,7 @@ def test_push_to_hub_merged_uploads_a_merged_folder(tiny_dirs, monkeypatch):
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
     model = FastSentenceTransformer.get_peft_model(
         FastSentenceTransformer.from_pretrained(tiny_dirs["bert"], dtype=torch.float32), r=4)
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if "lora_B" in n:
-                p.normal_(0, 0.05)
+    randomize_lora_b(model)
     url = model.push_to_hub_merged("me/tuned", token="secret")
     assert url.endswith("me/tuned")
     assert "model.safetensors" in uploaded["files"] and "adapter_config.json" not in uploaded["files"]

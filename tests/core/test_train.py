@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from tiny_models import build_tiny_st
-from tiny_models import scifact_dir
+from tiny_models import scifact_dir, torch_threads
 
 from embtune.errors import ConfigError, TrainingError
 from embtune.losses import get_loss
@@ -31,10 +31,8 @@ CHECKPOINT_FILES = {"trainable.safetensors", "optimizer.safetensors", "rng.safet
 def _one_thread():
     """Tiny matmuls gain nothing from threads, and on a busy 2-core machine OpenMP's spin-waiting makes
     them ~100x slower; one thread keeps this file fast and its numbers stable."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")

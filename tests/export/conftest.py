@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_models import build_tiny_hf, build_tiny_unigram_xlmr, minilm_path
+from tiny_models import build_tiny_hf, build_tiny_unigram_xlmr, minilm_path, randomize_lora_b
 
 def _lora_merged(base: str, out: Path, adapter_out: Path | None = None, family_targets=None) -> Path:
     from embtune import FastSentenceTransformer
@@ -20,11 +20,7 @@ def _lora_merged(base: str, out: Path, adapter_out: Path | None = None, family_t
     model = FastSentenceTransformer.from_pretrained(base, dtype=torch.float32, device="cpu")
     model = FastSentenceTransformer.get_peft_model(model, r=4, lora_alpha=8,
                                                    target_modules=family_targets or "all-linear")
-    with torch.no_grad(), torch.random.fork_rng(devices=[]):
-        torch.manual_seed(7)
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0.0, 0.02)
+    randomize_lora_b(model, std=0.02, seed=7)
     model.save_pretrained_merged(out)
     if adapter_out is not None:
         model.save_pretrained(adapter_out)

@@ -32,15 +32,12 @@ def test_the_lora_merge_changes_the_model(merged_minilm):
 
 
 def test_model_methods_export_the_merged_adapter(tiny_merged, tmp_path):
-    from tiny_models import build_tiny_hf
+    from tiny_models import build_tiny_hf, randomize_lora_b
 
     model = FastSentenceTransformer.from_pretrained(build_tiny_hf(tmp_path / "hf", "bert"),
                                                     dtype=torch.float32, device="cpu")
     model = FastSentenceTransformer.get_peft_model(model, r=4, lora_alpha=8)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0.0, 0.05)
+    randomize_lora_b(model)
     model.eval()
     live = model.encode(TEXTS, normalize_embeddings=True)
     gguf_path = model.save_pretrained_gguf(tmp_path / "g", quantization="q8_0")

@@ -9,18 +9,14 @@ from pathlib import Path
 
 import pytest
 from pipeline_helpers import write_corpus
-from tiny_models import build_tiny_hf
+from tiny_models import build_tiny_hf, torch_threads
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _one_thread():
     """One torch thread for the in-process runs (the subprocess runs get OMP_NUM_THREADS=1)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="session")

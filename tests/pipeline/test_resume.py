@@ -11,38 +11,17 @@ import time
 from pathlib import Path
 
 from click.testing import CliRunner
+from fault_helpers import assert_whole
 from pipeline_helpers import SUBPROCESS_ENV, TINY_ARGS
 
 from embtune.cli import main
 
 STEPS = 60
-FILES = ("chunks.jsonl", "pairs.jsonl", "eval.jsonl", "manifest.json", "report.json", "work/pairs.built.jsonl",
-         "work/pairs.split.jsonl", "work/before.json")
 
 
 def command(corpus: Path, out: Path, model: str) -> list[str]:
     return ["from-corpus", str(corpus), "--out", str(out), "--model", model, *TINY_ARGS, "--max-steps", str(STEPS),
             "--batch-size", "8", "--save-steps", "1", "--quiet"]
-
-
-def assert_complete(run: Path) -> None:
-    """Every output present under its final name is whole: JSON(L) files parse to the last line."""
-    for name in FILES:
-        path = run / name
-        if not path.exists():
-            continue
-        text = path.read_text(encoding="utf-8")
-        assert text.endswith("\n"), f"{name} is cut short"
-        if name.endswith(".jsonl"):
-            for line in text.splitlines():
-                json.loads(line)
-        else:
-            json.loads(text)
-    for folder in ("adapter", "merged"):
-        if (run / folder).exists():
-            assert (run / folder / "adapter_config.json").exists() or (run / folder / "modules.json").exists()
-    for step in (run / "checkpoints").glob("step-*"):
-        assert (step / "state.json").is_file(), f"{step} has no state.json"
 
 
 def test_sigkill_during_training_then_resume(tmp_path, small_corpus, tiny_model):
@@ -56,7 +35,7 @@ def test_sigkill_during_training_then_resume(tmp_path, small_corpus, tiny_model)
             assert proc.poll() is None, proc.stdout.read().decode()
             assert time.monotonic() < deadline, "no checkpoint appeared"
             if killed.exists():
-                assert_complete(killed)
+                assert_whole(killed)
             time.sleep(0.02)
     finally:
         proc.send_signal(signal.SIGKILL)
@@ -66,13 +45,13 @@ def test_sigkill_during_training_then_resume(tmp_path, small_corpus, tiny_model)
     assert max(saved) < STEPS and not (killed / "adapter").exists(), "training ended before the kill"
     manifest = json.loads((killed / "manifest.json").read_text())
     assert "train" not in manifest["stages"] and "negatives" in manifest["stages"]
-    assert_complete(killed)
+    assert_whole(killed)
     stamps = {k: v["finished_at"] for k, v in manifest["stages"].items()}
 
     resumed = subprocess.run([str(script), *command(small_corpus, killed, tiny_model)], env=SUBPROCESS_ENV,
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
-    assert_complete(killed)
+    assert_whole(killed)
     manifest = json.loads((killed / "manifest.json").read_text())
     assert all(manifest["stages"][k]["finished_at"] == v for k, v in stamps.items()), "finished stages re-ran"
     assert manifest["stages"]["train"]["info"]["resumed_from"], "training did not resume from a checkpoint"
