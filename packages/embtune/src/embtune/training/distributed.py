@@ -47,7 +47,7 @@ from typing import Any
 import torch
 
 from embtune.errors import ConfigError
-from embtune.losses.distributed import shard_weight
+from embtune.losses.distributed import process_world, shard_weight
 
 logger = logging.getLogger(__name__)
 
@@ -91,15 +91,13 @@ def init_distributed(backend: str | None = None) -> bool:
 def is_main_process() -> bool:
     """True in a single process and on process 0 of a multi-process run: the one that should save
     the model, merge it and print. In: nothing (reads torch.distributed)."""
-    dist = torch.distributed
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    return process_world()[0] == 0
 
 
 def wait_for_everyone() -> None:
     """Barrier across all processes of a multi-process run; does nothing in a single process."""
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.barrier()
+    if process_world()[1] > 1:
+        torch.distributed.barrier()
 
 
 @dataclass
