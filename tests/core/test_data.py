@@ -84,6 +84,17 @@ def test_beir_round_trip(tmp_path):
     assert data.pairs("test") == [("first query", "Body three.")]
 
 
+def test_beir_graded_qrels_are_kept_as_integers(tmp_path):
+    """Scores 0..3 (and negative) are kept as read, as ints; pairs take score > 0 whatever the grade."""
+    graded = "query-id\tcorpus-id\tscore\nq1\td1\t3\nq1\td2\t0\nq1\td3\t2\nq2\td1\t-1\nq2\td2\t1\n"
+    data = load_beir(_beir(tmp_path, **{"qrels__train.tsv": graded}))
+    train = data.qrels["train"]
+    assert train == {"q1": {"d1": 3, "d2": 0, "d3": 2}, "q2": {"d1": -1, "d2": 1}}
+    assert all(type(score) is int for docs in train.values() for score in docs.values())
+    assert data.pairs("train") == [("first query", "Title one Body one."), ("first query", "Body three."),
+                                   ("second query", "Body two.")]
+
+
 ROWS = {
     "pairs": [{"anchor": "a1", "positive": "p1"}, {"anchor": "a2", "positive": "p2, with comma"}],
     "triplets": [{"anchor": "a", "positive": "p", "negative": "n", "negative_2": "m", "negative_1": "l"}],
@@ -170,6 +181,7 @@ MALFORMED = [
     ("qrels-float-score", {"qrels/train.tsv": TRAIN.replace("q2\td2\t1", "q2\td2\t1.5")},
      "beir", "train.tsv", 3),
     ("qrels-space-separated", {"qrels/test.tsv": "q1\td3\t2\nq1 d1 1\n"}, "beir", "test.tsv", 2),
+    ("qrels-no-score-column", {"qrels/test.tsv": "q1\td3\t2\nq1\td1\n"}, "beir", "test.tsv", 2),
     ("qrels-unknown-doc", {"qrels/train.tsv": TRAIN.replace("q2\td2", "q2\td9")}, "beir", "train.tsv", 3),
     ("qrels-query-not-in-queries", {"qrels/test.tsv": "q1\td1\t1\nq7\td1\t1\nq8\td1\t1\n"},
      "beir", "test.tsv", 2),

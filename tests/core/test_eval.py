@@ -51,19 +51,86 @@ def test_metrics_query_with_no_hit_is_all_zero():
     assert got["num_queries"] == 1
 
 
-def test_metrics_binary_relevance_and_map_normalisation():
-    # scores 3 and 1 count the same (binary); score 0 is not relevant; |R| = 3
+def test_metrics_graded_ndcg_binary_others_and_map_normalisation():
+    # scores 3 and 1 count the same for hit/precision/recall/mrr/map (binary), nDCG weighs them
+    # (linear gain = score); score 0 is judged not relevant; |R| = 3
     qrels = {"q": {"a": 1, "b": 3, "c": 1, "x": 0}}
     got = retrieval_metrics({"q": ["b", "x", "a", "c"]}, qrels, ks=(1, 2, 4))
+    ideal = 3 + 1 / L3 + 1 / 2  # gains 3, 1, 1 at ranks 1, 2, 3
     _check(got, {
         "hit_rate@1": 1, "precision@1": 1, "precision@2": 1 / 2, "precision@4": 3 / 4,
         "recall@1": 1 / 3, "recall@2": 1 / 3, "recall@4": 1,
         "mrr@1": 1, "mrr@4": 1,
-        "ndcg@1": 1, "ndcg@2": 1 / (1 + 1 / L3), "ndcg@4": (1 + 1 / 2 + 1 / L5) / (1 + 1 / L3 + 1 / 2),
+        "ndcg@1": 1, "ndcg@2": 3 / (3 + 1 / L3), "ndcg@4": (3 + 1 / 2 + 1 / L5) / ideal,
         "map@1": 1 / 1, "map@2": 1 / 2, "map@4": (1 + 2 / 3 + 3 / 4) / 3,
     })
-    assert got["ndcg@4"] == pytest.approx(0.906025, abs=1e-6)
+    assert got["ndcg@4"] == pytest.approx(0.951523, abs=1e-6)
     assert got["map@4"] == pytest.approx(0.805556, abs=1e-6)
+    # the same ranking with binary qrels: today's binary nDCG, unchanged
+    binary = retrieval_metrics({"q": ["b", "x", "a", "c"]}, {"q": {"a": 1, "b": 1, "c": 1, "x": 0}}, ks=(4,))
+    assert binary["ndcg@4"] == pytest.approx(0.906025, abs=1e-6)
+    assert binary["ndcg@4"] == (1 + 1 / 2 + 1 / L5) / (1 + 1 / L3 + 1 / 2)
+
+
+def test_metrics_score_zero_or_below_is_judged_not_relevant():
+    """A 0 (or negative) judgement counts exactly like no judgement on every metric."""
+    ranked = {"q": ["a", "n", "b", "c"]}
+    plain = retrieval_metrics(ranked, {"q": {"b": 2, "c": 1}}, ks=(1, 2, 4))
+    with_zero = retrieval_metrics(ranked, {"q": {"a": 0, "n": -1, "b": 2, "c": 1}}, ks=(1, 2, 4))
+    assert with_zero == plain
+    assert plain["hit_rate@1"] == 0 and plain["mrr@4"] == 1 / 3 and plain["recall@4"] == 1
+    assert plain["ndcg@4"] == pytest.approx((2 / 2 + 1 / L5) / (2 + 1 / L3), abs=1e-12)
+
+
+def _trec_run(ranked: dict) -> dict:
+    """A pytrec_eval run from ranked lists: strictly decreasing scores, so its order is ours."""
+    return {q: {d: float(len(ids) - i) for i, d in enumerate(ids)} for q, ids in ranked.items()}
+
+
+def test_graded_ndcg_equals_pytrec_eval():
+    """Graded qrels (scores -1..3, a query judged only 0): per-query nDCG@k, recall@k, P@k, MRR and MAP
+    equal trec_eval's (pytrec_eval, what BEIR reports), computed independently in C."""
+    import pytrec_eval
+
+    qrels = {
+        "q1": {"d1": 3, "d2": 2, "d3": 0, "d4": 1, "d5": 2},
+        "q2": {"d6": 1, "d7": 3, "d8": 0},
+        "q3": {"d2": 0, "d9": 0},  # judged, nothing relevant: left out here, 0 in trec_eval
+        "q4": {"d1": 1, "d2": 1, "d3": -1, "d4": 2},
+        "q5": {"d5": 3, "d6": 2, "d7": 1},
+    }
+    ranked = {
+        "q1": ["d3", "d5", "d1", "d8", "d4", "d2", "d9"],
+        "q2": ["d8", "d9", "d6", "d1", "d7"],
+        "q3": ["d2", "d9", "d1"],
+        "q4": ["d3", "d4", "d1", "d6", "d2"],
+        "q5": ["d7", "d6", "d5"],  # reversed ideal: every doc relevant, gains in the wrong order
+    }
+    ks = (1, 3, 5, 10)
+    measures = {f"ndcg_cut.{','.join(map(str, ks))}", f"recall.{','.join(map(str, ks))}",
+                f"P.{','.join(map(str, ks))}", "recip_rank", "map"}
+    trec = pytrec_eval.RelevanceEvaluator(qrels, measures).evaluate(_trec_run(ranked))
+    judged = [q for q in qrels if q != "q3"]
+    for qid in judged:
+        ours = retrieval_metrics({qid: ranked[qid]}, {qid: qrels[qid]}, ks)
+        for k in ks:
+            assert ours[f"ndcg@{k}"] == pytest.approx(trec[qid][f"ndcg_cut_{k}"], abs=1e-12), (qid, k)
+            assert ours[f"recall@{k}"] == pytest.approx(trec[qid][f"recall_{k}"], abs=1e-12), (qid, k)
+            assert ours[f"precision@{k}"] == pytest.approx(trec[qid][f"P_{k}"], abs=1e-12), (qid, k)
+        # rankings are shorter than 10, so @10 is the whole list: MRR and MAP (min(k, |R|) = |R|)
+        assert ours["mrr@10"] == pytest.approx(trec[qid]["recip_rank"], abs=1e-12), qid
+        assert ours["map@10"] == pytest.approx(trec[qid]["map"], abs=1e-12), qid
+    assert trec["q3"]["ndcg_cut_10"] == 0.0
+    mean = retrieval_metrics(ranked, qrels, ks)
+    assert mean["num_queries"] == 4 and mean["num_queries_without_relevant"] == 1
+    for k in ks:
+        want = sum(trec[q][f"ndcg_cut_{k}"] for q in judged) / len(judged)
+        assert mean[f"ndcg@{k}"] == pytest.approx(want, abs=1e-12), k
+    assert 0 < mean["ndcg@3"] < 1
+    # the gain form is linear (gain = score): 2^score - 1 would give a different q5 nDCG@3
+    exp_gain = (1 + 3 / L3 + 7 / 2) / (7 + 3 / L3 + 1 / 2)
+    assert trec["q5"]["ndcg_cut_3"] == pytest.approx((1 + 2 / L3 + 3 / 2) / (3 + 2 / L3 + 1 / 2), abs=1e-12)
+    assert abs(trec["q5"]["ndcg_cut_3"] - exp_gain) > 0.01
 
 
 def test_metrics_precision_divides_by_k_even_for_short_rankings():
@@ -93,7 +160,10 @@ def test_metrics_errors():
 
 
 def test_metrics_equal_st_compute_metrics_on_random_rankings():
-    """Same numbers as ST's InformationRetrievalEvaluator.compute_metrics on 200 random queries."""
+    """Same numbers as ST's InformationRetrievalEvaluator.compute_metrics on 200 random queries with
+    graded qrels (0, 1, 2): hit rate, precision, recall, MRR and MAP directly; nDCG on the binarised
+    qrels (ST's nDCG is binary), while the graded nDCG equals pytrec_eval's on the same queries."""
+    import pytrec_eval
     from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
 
     rng = random.Random(7)
@@ -115,11 +185,26 @@ def test_metrics_equal_st_compute_metrics_on_random_rankings():
     ]
     st = ev.compute_metrics(results)
     ours = retrieval_metrics(ranked, qrels, ks)
+    binarised = {q: {d: int(s > 0) for d, s in v.items()} for q, v in qrels.items()}
+    binary = retrieval_metrics(ranked, binarised, ks)
     assert ours["num_queries"] == len(ev.queries_ids) < 200  # some queries have no relevant doc
     for st_name, ours_name in [("accuracy", "hit_rate"), ("precision", "precision"), ("recall", "recall"),
-                               ("mrr", "mrr"), ("ndcg", "ndcg"), ("map", "map")]:
+                               ("mrr", "mrr"), ("map", "map")]:
         for k in ks:
             assert ours[f"{ours_name}@{k}"] == pytest.approx(float(st[f"{st_name}@k"][k]), abs=1e-12)
+            assert binary[f"{ours_name}@{k}"] == ours[f"{ours_name}@{k}"]
+    for k in ks:
+        assert binary[f"ndcg@{k}"] == pytest.approx(float(st["ndcg@k"][k]), abs=1e-12)
+    judged = [q for q in qrels if any(s > 0 for s in qrels[q].values())]
+    run = _trec_run({q: ranked.get(q, []) for q in judged})
+    run = {q: docs or {"never-judged": 0.0} for q, docs in run.items()}  # trec_eval skips empty runs
+    evaluator = pytrec_eval.RelevanceEvaluator({q: qrels[q] for q in judged}, {"ndcg_cut.1,3,5,10,50"})
+    trec = evaluator.evaluate(run)
+    assert len(trec) == len(judged)
+    for k in ks:
+        want = sum(trec[q][f"ndcg_cut_{k}"] for q in judged) / len(judged)
+        assert ours[f"ndcg@{k}"] == pytest.approx(want, abs=1e-12), k
+        assert ours[f"ndcg@{k}"] != pytest.approx(binary[f"ndcg@{k}"], abs=1e-6), k  # grades do weigh
 
 
 # ---------------------------------------------------------------- (b) equality with ST on a real model

@@ -133,6 +133,33 @@ def test_label_pairs_one_chunk_documents_need_no_model(tmp_path, scifact_slice) 
         LabelPairs(queries_path, qrels_path, show_progress=False).build(chunks)
 
 
+def test_label_qrels_graded_two_column_and_zero_lines(tmp_path) -> None:
+    """Graded scores are kept; a 2-column line scores 1; 0 and negative scores give no pair. The BEIR
+    reader parses the same 3-column file to the same scores (one parser, embtune.data.beir.iter_qrels)."""
+    from embtune.data.beir import read_qrels
+    from embtune.pairs.labels import read_label_qrels
+
+    chunks = [Chunk("c1", "d1", "text one"), Chunk("c2", "d2", "text two"), Chunk("c3", "d3", "text three")]
+    queries_path, qrels_path = write_labels(tmp_path, {"q1": "one", "q2": "two"}, [])
+    qrels_path.write_text("query-id\tcorpus-id\tscore\nq1\td1\t2\nq1\td2\t0\nq2\td2\nq2\td3\t-1\n")
+    queries = {"q1": "one", "q2": "two"}
+    assert read_label_qrels(qrels_path, queries, {"d1", "d2", "d3"}) == [("q1", "d1", 2), ("q2", "d2", 1)]
+    pairs = LabelPairs(queries_path, qrels_path, show_progress=False).build(chunks)
+    assert [(p.query, p.positive_id) for p in pairs] == [("one", "c1"), ("two", "c2")]
+    qrels_path.write_text("q1\td1\t3\nq1\td2\t0\nq2\td3\t1\n")
+    assert read_qrels(qrels_path, queries, {"d1", "d2", "d3"}) == {"q1": {"d1": 3, "d2": 0}, "q2": {"d3": 1}}
+    assert read_label_qrels(qrels_path, queries, {"d1", "d2", "d3"}) == [("q1", "d1", 3), ("q2", "d3", 1)]
+    qrels_path.write_text("q1\td2\t0\nq2\td3\t-2\n")
+    with pytest.raises(DataFormatError, match=r"qrels.tsv: no relevant judgement \(score > 0\)"):
+        read_label_qrels(qrels_path, queries, {"d1", "d2", "d3"})
+    qrels_path.write_text("q1\td1\t1\nq1\td1\t2\n")
+    with pytest.raises(DataFormatError, match=r"qrels.tsv:2: duplicate judgement for \('q1', 'd1'\)"):
+        read_label_qrels(qrels_path, queries, {"d1"})
+    qrels_path.write_text("q1\td1\t1\tx\n")
+    with pytest.raises(DataFormatError, match=r"qrels.tsv:1: expected 2 or 3 tab-separated columns"):
+        read_label_qrels(qrels_path, queries, {"d1"})
+
+
 def test_label_errors_name_file_and_line(tmp_path) -> None:
     chunks = [Chunk("c1", "d1", "text one"), Chunk("c2", "d2", "text two")]
     queries_path, qrels_path = write_labels(tmp_path, {"q1": "one", "q2": "two"}, [("q1", "d1")],

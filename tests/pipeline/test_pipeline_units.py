@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
 from embtune.errors import ConfigError, DataFormatError, EmbtuneError
 from embtune.pipeline.labels import chunks_by_doc, eval_queries_from_labels, read_label_qrels, read_queries
 from embtune.pipeline.manifest import Manifest, hash_path, stage_key
-from embtune.pipeline.records import read_eval, read_pairs, write_jsonl
+from embtune.pipeline.records import (EVAL_FIELDS, EVAL_OPTIONAL, as_record, read_eval, read_pairs,
+                                      write_jsonl)
 from embtune.pipeline.report_files import build_report, report_markdown, write_report
 from embtune.pipeline.settings import RunSettings, parse_exports
 from embtune.pipeline.training import corpus_pairs_data, is_corpus_pairs_file
@@ -98,6 +100,33 @@ def test_labels_map_documents_to_all_their_chunks(tmp_path):
     assert records == [{"query_id": "1", "query": "what", "relevant": ["a1", "a2"]}] and dropped == 1
 
 
+def test_graded_labels_keep_their_grades_in_eval_records(tmp_path):
+    queries = tmp_path / "q.jsonl"
+    queries.write_text('{"_id": "1", "text": "what"}\n{"_id": "2", "text": "who"}\n')
+    qrels = tmp_path / "qrels.tsv"
+    qrels.write_text("1\tdA\t2\n1\tdB\t1\n1\tdC\t0\n2\tdB\n")
+    q = read_queries(queries)
+    judgements = read_label_qrels(qrels, q, {"dA", "dB", "dC"})
+    assert judgements == [("1", "dA", 2), ("1", "dB", 1), ("2", "dB", 1)]
+    chunks = [{"id": "a1", "doc_id": "dA"}, {"id": "a2", "doc_id": "dA"}, {"id": "b1", "doc_id": "dB"},
+              {"id": "c1", "doc_id": "dC"}]
+    records, dropped = eval_queries_from_labels(judgements, q, chunks_by_doc(chunks))
+    assert dropped == 0
+    assert records == [
+        {"query_id": "1", "query": "what", "relevant": ["a1", "a2", "b1"],
+         "grades": {"a1": 2, "a2": 2, "b1": 1}},
+        {"query_id": "2", "query": "who", "relevant": ["b1"]},  # all grades 1: the binary record of before
+    ]
+    # what the split stage writes (as_record with EVAL_FIELDS + EVAL_OPTIONAL) keeps the grades
+    assert [as_record(r, EVAL_FIELDS, EVAL_OPTIONAL) for r in records] == records
+    path = tmp_path / "eval.jsonl"
+    write_jsonl(path, records)
+    assert read_eval(path, {"a1", "a2", "b1", "c1"}) == records
+    write_jsonl(path, [{**records[0], "grades": {"a1": 0}}])
+    with pytest.raises(DataFormatError, match=r"eval.jsonl:1: field 'grades'"):
+        read_eval(path)
+
+
 def _settings(tmp_path, **kw):
     corpus = tmp_path / "corpus"
     corpus.mkdir(exist_ok=True)
@@ -170,3 +199,13 @@ def test_evaluate_chunk_and_document_levels():
     assert documents_in_order(["a2", "b1", "a1", "c1"], {c["id"]: c["doc_id"] for c in chunks}) == ["A", "B", "C"]
     with pytest.raises(EmbtuneError, match="one row per chunk"):
         evaluate_chunks(model, chunks, queries, emb[:3], "chunk", show_progress=False)
+    # graded labels: A (score 1) ranked 1st, B (score 3) 2nd -> linear-gain nDCG of embtune.eval
+    graded = [{"query_id": "1", "query": "q", "relevant": ["a1", "a2", "b1"],
+               "grades": {"a1": 1, "a2": 1, "b1": 3}}]
+    doc_graded = evaluate_chunks(model, chunks, graded, emb, "document", show_progress=False)
+    l3 = math.log2(3)
+    assert doc_graded["ndcg@10"] == pytest.approx((1 + 3 / l3) / (3 + 1 / l3), abs=1e-12)
+    assert doc_graded["recall@1"] == pytest.approx(0.5) and doc_graded["mrr@10"] == pytest.approx(1.0)
+    chunk_graded = evaluate_chunks(model, chunks, graded, emb, "chunk", show_progress=False)
+    # chunks a2 (1), b1 (3), a1 (1) at ranks 1-3; ideal order b1, a1/a2
+    assert chunk_graded["ndcg@10"] == pytest.approx((1 + 3 / l3 + 1 / 2) / (3 + 1 / l3 + 1 / 2), abs=1e-12)

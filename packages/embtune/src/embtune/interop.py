@@ -75,11 +75,13 @@ def pairs_to_training_data(pairs: Sequence[Any]) -> Any:
 
 def judged_queries(corpus_ids: Iterable[str] | None, queries: Mapping[str, str],
                    qrels: Mapping[str, Mapping[str, int]]) -> tuple[list[str], int]:
-    """``(query ids with a relevant document, number of qrels queries without one)``.
+    """``(query ids with a relevant document (score > 0), number of qrels queries without one)``.
 
     EmbtuneError when qrels are empty, or name a query missing from ``queries`` or (when
     ``corpus_ids`` is given) a document missing from the corpus.
     """
+    from embtune.eval.metrics import has_relevant
+
     if not qrels:
         raise EmbtuneError("qrels are empty")
     missing_q = [q for q in qrels if q not in queries]
@@ -90,7 +92,7 @@ def judged_queries(corpus_ids: Iterable[str] | None, queries: Mapping[str, str],
         missing_d = [d for docs in qrels.values() for d in docs if d not in corpus_ids]
         if missing_d:
             raise EmbtuneError(f"{len(missing_d)} qrels doc ids are not in the corpus, e.g. {missing_d[0]!r}")
-    qids = [q for q, docs in qrels.items() if any(score >= 1 for score in docs.values())]
+    qids = [q for q, docs in qrels.items() if has_relevant(docs)]
     return qids, len(qrels) - len(qids)
 
 

@@ -6,6 +6,11 @@ Layout (as published by BEIR and MTEB)::
     folder/queries.jsonl    {"_id": "1", "text": "..."}                       one query per line
     folder/qrels/test.tsv   query-id <TAB> corpus-id <TAB> score              header line optional
 
+Qrels scores are graded integers kept as read (0 = judged not relevant, 1, 2, ... = relevant, higher
+is more relevant; nDCG weighs them, see ``embtune.eval.metrics``). ``iter_qrels`` is the one parser of
+qrels TSV lines; ``read_qrels`` here and ``embtune.pairs.labels.read_label_qrels`` (user labels, where
+the score column may be left out) both use it.
+
 A document's text is ``(title + " " + text).strip()`` as in BEIR/MTEB. Every problem (bad JSON, a
 missing ``_id``/``text``, a duplicate id, a qrels line with the wrong column count, a non-integer
 score, or naming a query or document that does not exist) raises DataFormatError naming the file and
@@ -17,12 +22,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Container, Iterator
 
 from embtune.data._io import iter_jsonl, iter_lines, require_file
 from embtune.errors import DataFormatError
 
-_HEADER_NAMES = ({"query-id", "query_id", "qid"}, {"corpus-id", "corpus_id", "doc-id", "doc_id", "docid"})
+_QUERY_ID_NAMES = {"query-id", "query_id", "qid", "query"}
 
 
 @dataclass
@@ -30,8 +35,8 @@ class BeirData:
     """A BEIR dataset in memory.
 
     ``corpus`` maps doc id → text (title and body joined), ``titles`` doc id → title, ``queries``
-    query id → text, ``qrels`` split name → {query id → {doc id → integer score}}. A document counts
-    as relevant to a query when its score is >= 1.
+    query id → text, ``qrels`` split name → {query id → {doc id → integer score}}, every judgement
+    kept with its score (0 included). A document counts as relevant to a query when its score is > 0.
     """
 
     folder: Path
@@ -55,7 +60,7 @@ class BeirData:
         return self.qrels[split]
 
     def pairs(self, split: str = "train") -> list[tuple[str, str]]:
-        """Return ``(query text, document text)`` for every qrels entry of ``split`` with score >= 1.
+        """Return ``(query text, document text)`` for every qrels entry of ``split`` with score > 0.
 
         Order follows the qrels file. DataFormatError if the split does not exist.
         """
@@ -63,7 +68,7 @@ class BeirData:
             (self.queries[qid], self.corpus[doc_id])
             for qid, docs in self.split_qrels(split).items()
             for doc_id, score in docs.items()
-            if score >= 1
+            if score > 0
         ]
 
 
@@ -118,51 +123,70 @@ def _read_queries(path: Path) -> dict[str, str]:
 
 
 def _is_header(cols: list[str]) -> bool:
-    return (
-        len(cols) == 3
-        and cols[0].strip().lower() in _HEADER_NAMES[0]
-        and cols[1].strip().lower() in _HEADER_NAMES[1]
-        and cols[2].strip().lower() == "score"
-    )
+    """A first line is a header when it names the query-id column and has no integer score."""
+    if cols[0].lower() not in _QUERY_ID_NAMES:
+        return False
+    if len(cols) < 3:
+        return True
+    try:
+        int(cols[2])
+    except ValueError:
+        return True
+    return False
 
 
-def read_qrels(
-    path: str | os.PathLike, queries: dict[str, str], corpus: dict[str, str]
-) -> dict[str, dict[str, int]]:
-    """Read one BEIR qrels TSV into ``{query id: {doc id: score}}`` (file order).
+def iter_qrels(path: str | os.PathLike, *, default_score: int | None = None
+               ) -> Iterator[tuple[int, str, str, int]]:
+    """Parse a qrels TSV: yield ``(line number, query id, doc id, integer score)`` in file order.
 
-    The header line ``query-id corpus-id score`` is optional. Every line must have exactly three
-    tab-separated columns, an integer score, a query id present in ``queries`` and a doc id present
-    in ``corpus``; a repeated (query, doc) pair is an error too. Any violation raises
-    DataFormatError naming the file and line; a file with no judgement raises one naming the file.
+    Accepted lines: ``query-id <TAB> doc-id <TAB> score`` with an integer score (negative and 0
+    mean not relevant); with ``default_score`` also ``query-id <TAB> doc-id``, scored
+    ``default_score``. Blank lines are skipped; line 1 may be a header (first column ``query-id``,
+    ``query_id``, ``qid`` or ``query`` and no integer score). DataFormatError naming the file and
+    line for a wrong column count, a non-integer score or a repeated (query, doc) pair, naming the
+    file when it is missing or empty. Ids are not checked here (the callers know the valid ones).
     """
     path = require_file(path)
-    qrels: dict[str, dict[str, int]] = {}
+    widths = (3,) if default_score is None else (2, 3)
+    seen: set[tuple[str, str]] = set()
     for line, text in iter_lines(path):
         if not text.strip():
             continue
-        cols = text.split("\t")
+        cols = [c.strip() for c in text.split("\t")]
+        if len(cols) not in widths:
+            expected = ("3 tab-separated columns (query-id, corpus-id, score)" if default_score is None
+                        else "2 or 3 tab-separated columns (query-id, doc-id[, score])")
+            raise DataFormatError(f"expected {expected}, got {len(cols)}", path=path, line=line)
         if line == 1 and _is_header(cols):
             continue
-        if len(cols) != 3:
-            raise DataFormatError(
-                f"expected 3 tab-separated columns (query-id, corpus-id, score), got {len(cols)}",
-                path=path,
-                line=line,
-            )
-        qid, doc_id, raw_score = (c.strip() for c in cols)
+        qid, doc_id = cols[0], cols[1]
         try:
-            score = int(raw_score)
+            score = int(cols[2]) if len(cols) == 3 else default_score
         except ValueError:
-            raise DataFormatError(f"score {raw_score!r} is not an integer", path=path, line=line) from None
+            raise DataFormatError(f"score {cols[2]!r} is not an integer", path=path, line=line) from None
+        if (qid, doc_id) in seen:
+            raise DataFormatError(f"duplicate judgement for ({qid!r}, {doc_id!r})", path=path, line=line)
+        seen.add((qid, doc_id))
+        yield line, qid, doc_id, score
+
+
+def read_qrels(
+    path: str | os.PathLike, queries: Container[str], corpus: Container[str]
+) -> dict[str, dict[str, int]]:
+    """Read one BEIR qrels TSV into ``{query id: {doc id: integer score}}`` (file order, 0s kept).
+
+    Lines as ``iter_qrels`` accepts without a default score: exactly three tab-separated columns,
+    header optional. Every query id must be in ``queries`` and every doc id in ``corpus`` (the
+    dicts, or any containers of ids). Any violation raises DataFormatError naming the file and
+    line; a file with no judgement raises one naming the file.
+    """
+    qrels: dict[str, dict[str, int]] = {}
+    for line, qid, doc_id, score in iter_qrels(path):
         if qid not in queries:
             raise DataFormatError(f"query id {qid!r} is not in queries.jsonl", path=path, line=line)
         if doc_id not in corpus:
             raise DataFormatError(f"corpus id {doc_id!r} is not in corpus.jsonl", path=path, line=line)
-        docs = qrels.setdefault(qid, {})
-        if doc_id in docs:
-            raise DataFormatError(f"duplicate judgement for ({qid!r}, {doc_id!r})", path=path, line=line)
-        docs[doc_id] = score
+        qrels.setdefault(qid, {})[doc_id] = score
     if not qrels:
         raise DataFormatError("qrels file has no judgements", path=path)
     return qrels

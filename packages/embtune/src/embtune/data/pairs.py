@@ -298,7 +298,7 @@ def _from_beir(beir: "BeirData") -> PairsData:
     pairs = beir.pairs("train")
     if not pairs:
         raise DataFormatError(
-            "train split has no judgement with score >= 1", path=beir.folder / "qrels" / "train.tsv"
+            "train split has no judgement with score > 0", path=beir.folder / "qrels" / "train.tsv"
         )
     source = f"<train pairs of {beir.folder}>"
     return _validate(((i + 1, {"anchor": q, "positive": d}) for i, (q, d) in enumerate(pairs)), source)

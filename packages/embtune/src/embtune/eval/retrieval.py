@@ -3,7 +3,8 @@
 Queries are encoded with ``model.encode_query`` and documents with ``model.encode_document`` so the
 model's query/document prompts apply; embeddings are L2-normalised and ranked by cosine similarity
 with an exact chunked search over the full corpus; the metrics are ``retrieval_metrics`` (the
-definitions of sentence-transformers' InformationRetrievalEvaluator). The corpus is encoded one
+definitions of sentence-transformers' InformationRetrievalEvaluator, with trec_eval's graded nDCG:
+qrels scores are kept as given, > 0 relevant). The corpus is encoded one
 chunk at a time and merged into a running top-k, so neither all corpus embeddings nor a full
 query x corpus score matrix is ever held.
 """
@@ -14,7 +15,7 @@ from typing import Any, Iterable, Mapping
 from tqdm.auto import tqdm
 
 from embtune.errors import DataFormatError
-from embtune.eval.metrics import check_ks, retrieval_metrics
+from embtune.eval.metrics import check_ks, has_relevant, retrieval_metrics
 from embtune.eval.search import StreamingTopK
 
 
@@ -32,7 +33,7 @@ def _check_inputs(corpus: Mapping, queries: Mapping, qrels: Mapping) -> list[str
     if missing_d:
         raise DataFormatError(f"{len(missing_d)} qrels doc ids are not in the corpus, e.g. {missing_d[0]!r}",
                               path="<qrels>")
-    return [q for q, docs in qrels.items() if any(score >= 1 for score in docs.values())]
+    return [q for q, docs in qrels.items() if has_relevant(docs)]
 
 
 def evaluate_retrieval(
@@ -48,7 +49,8 @@ def evaluate_retrieval(
     """Retrieval metrics of a SentenceTransformer-like model on one task.
 
     ``corpus`` doc id → text (all of it is searched), ``queries`` query id → text, ``qrels`` query id
-    → {doc id: score} (score >= 1 is relevant). Only queries in ``qrels`` are evaluated; a qrels
+    → {doc id: integer score} (score > 0 is relevant; nDCG weighs it, see ``embtune.eval.metrics``),
+    kept as given. Only queries in ``qrels`` are evaluated; a qrels
     query with no relevant document is left out of the means as in sentence-transformers and counted
     in ``num_queries_without_relevant``. Returns ``retrieval_metrics`` output: ``"<metric>@<k>"`` for
     hit_rate, precision, recall, mrr, ndcg, map and each k, plus ``num_queries``. Raises

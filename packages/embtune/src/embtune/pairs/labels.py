@@ -2,10 +2,13 @@
 
 * ``LabelPairs(queries_path, qrels_path)``: ``queries_path`` is JSONL like BEIR queries
   (``{"_id": "q1", "text": "..."}``, ``id`` and ``query`` accepted too), ``qrels_path`` a TSV
-  ``query-id <TAB> doc-id [<TAB> score]`` (header optional; score defaults to 1, and >= 1 means
-  relevant) whose doc ids are the ingested documents' ids (BEIR ``_id``, or a file's path relative
-  to the corpus folder). For a relevant document the positive is its best chunk under the base
-  model (highest cosine with the query); a one-chunk document needs no model.
+  ``query-id <TAB> doc-id [<TAB> score]`` (header optional; an integer score, 1 when left out; > 0
+  means relevant, 0 or less judged not relevant; parsed by ``embtune.data.beir.iter_qrels``, the
+  BEIR qrels parser) whose doc ids are the ingested documents' ids (BEIR ``_id``, or a file's path
+  relative to the corpus folder). Every relevant judgement, whatever its grade, gives one training
+  pair; the grade is kept for evaluation (``--eval-labels``). For a relevant document the positive
+  is its best chunk under the base model (highest cosine with the query); a one-chunk document
+  needs no model.
 * ``LabelPairs(pairs_path=...)``: an anchor/positive[/negative...] JSONL, CSV or TSV file read with
   ``embtune.data.load_pairs``; a positive whose text is a chunk's text takes that chunk's id and
   document, any other positive becomes its own one-text "document" (id ``text-<hash>``).
@@ -21,13 +24,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from embtune.corpus.types import Chunk
-from embtune.data._io import iter_jsonl, iter_lines, require_file
+from embtune.data._io import iter_jsonl, require_file
+from embtune.data.beir import iter_qrels
 from embtune.errors import ConfigError, DataFormatError
 from embtune.pairs.embeddings import chunk_embeddings, encode_texts
 from embtune.pairs.types import Pair
-
-_HEADER_FIRST = {"query-id", "query_id", "qid", "query"}
-
 
 def text_id(text: str) -> str:
     """Id of a positive or negative that is not a chunk: ``text-`` + 16 hex digits of sha256(text)."""
@@ -56,44 +57,27 @@ def read_queries(path: str | os.PathLike) -> dict[str, str]:
 
 
 def read_label_qrels(path: str | os.PathLike, queries: dict[str, str], doc_ids: set[str]
-                     ) -> list[tuple[str, str]]:
-    """Relevant ``(query id, doc id)`` pairs of a qrels TSV, in file order.
+                     ) -> list[tuple[str, str, int]]:
+    """Relevant ``(query id, doc id, score)`` judgements of a qrels TSV, in file order.
 
-    Each line: query id, doc id and an optional integer score (default 1; lines scoring < 1 are
-    not relevant and left out). Raises DataFormatError naming the file and line for a wrong column
-    count, a non-integer score, a query id not in ``queries``, a doc id not in ``doc_ids``, or a
-    repeated judgement; naming the file when no line is relevant.
+    Each line: query id, doc id and an optional integer score (default 1); lines scoring 0 or less
+    are judged not relevant and left out, the others keep their (graded) score. Raises
+    DataFormatError naming the file and line for a wrong column count, a non-integer score, a query
+    id not in ``queries``, a doc id not in ``doc_ids``, or a repeated judgement; naming the file when
+    no line is relevant.
     """
-    path = require_file(path)
-    out: list[tuple[str, str]] = []
-    seen: set[tuple[str, str]] = set()
+    out: list[tuple[str, str, int]] = []
     example = ", ".join(repr(d) for d in sorted(doc_ids)[:3])
-    for line, text in iter_lines(path):
-        if not text.strip():
-            continue
-        cols = [c.strip() for c in text.split("\t")]
-        if line == 1 and cols[0].lower() in _HEADER_FIRST:
-            continue
-        if len(cols) not in (2, 3):
-            raise DataFormatError(f"expected 2 or 3 tab-separated columns (query-id, doc-id[, score]), got "
-                                  f"{len(cols)}", path=path, line=line)
-        qid, doc_id = cols[0], cols[1]
-        try:
-            score = int(cols[2]) if len(cols) == 3 else 1
-        except ValueError:
-            raise DataFormatError(f"score {cols[2]!r} is not an integer", path=path, line=line) from None
+    for line, qid, doc_id, score in iter_qrels(path, default_score=1):
         if qid not in queries:
             raise DataFormatError(f"query id {qid!r} is not in the queries file", path=path, line=line)
         if doc_id not in doc_ids:
             raise DataFormatError(f"document id {doc_id!r} is not among the ingested documents (ids look "
                                   f"like {example})", path=path, line=line)
-        if (qid, doc_id) in seen:
-            raise DataFormatError(f"duplicate judgement for ({qid!r}, {doc_id!r})", path=path, line=line)
-        seen.add((qid, doc_id))
-        if score >= 1:
-            out.append((qid, doc_id))
+        if score > 0:
+            out.append((qid, doc_id, score))
     if not out:
-        raise DataFormatError("no relevant judgement (score >= 1) in the qrels file", path=path)
+        raise DataFormatError("no relevant judgement (score > 0) in the qrels file", path=path)
     return out
 
 
@@ -133,7 +117,7 @@ class LabelPairs:
         for i, chunk in enumerate(chunks):
             by_doc[chunk.doc_id].append(i)
         judgements = read_label_qrels(self.qrels_path, queries, set(by_doc))
-        multi = [(q, d) for q, d in judgements if len(by_doc[d]) > 1]
+        multi = [(q, d) for q, d, _ in judgements if len(by_doc[d]) > 1]
         best: dict[tuple[str, str], int] = {}
         if multi:
             if model is None:
@@ -141,7 +125,7 @@ class LabelPairs:
                                   f"documents that have several chunks (e.g. {multi[0][1]!r})")
             best = self._best_chunks(multi, queries, by_doc, chunks, model, embeddings)
         pairs = []
-        for qid, doc_id in judgements:
+        for qid, doc_id, _ in judgements:
             chunk = chunks[best.get((qid, doc_id), by_doc[doc_id][0])]
             pairs.append(Pair(query=queries[qid], positive=chunk.text, positive_id=chunk.id, doc_id=doc_id,
                               builder="labels"))

@@ -9,8 +9,12 @@ Every chunk of chunks.jsonl is searched (exact cosine search, ties broken as in
   the documents of the ``relevant`` chunks, so the numbers compare with document-level benchmarks
   such as BEIR whatever the chunking.
 
+Relevance is graded when an eval record carries ``grades`` ({chunk id: qrels score}, from graded
+``--eval-labels``): nDCG weighs each relevant item by its score (a document by its chunks' score);
+without it every relevant item scores 1.
+
 Metrics are ``embtune.eval.retrieval_metrics`` (the definitions of sentence-transformers'
-InformationRetrievalEvaluator).
+InformationRetrievalEvaluator, with trec_eval's graded nDCG).
 """
 from __future__ import annotations
 
@@ -64,10 +68,10 @@ def evaluate_chunks(model: Any, chunks: list[dict[str, Any]], eval_queries: list
     """Evaluate ``model`` on the eval queries, searching all chunks.
 
     In: the model, chunk records (``id``, ``doc_id``), eval records (``query_id``, ``query``,
-    ``relevant`` chunk ids), the model's document embeddings of the chunks (one normalised row per
-    chunk), ``level`` "chunk" or "document" (see the module docstring). Out: ``{metric: value}``
-    with every ``REPORT_METRICS`` key (and the other metrics of ``embtune.eval``) plus
-    ``num_queries``. Raises EmbtuneError when there is no chunk or no query.
+    ``relevant`` chunk ids, optional ``grades`` {chunk id: score}, default 1), the model's document
+    embeddings of the chunks (one normalised row per chunk), ``level`` "chunk" or "document" (see
+    the module docstring). Out: ``{metric: value}`` with every ``REPORT_METRICS`` key (and the other
+    metrics of ``embtune.eval``) plus ``num_queries``. Raises EmbtuneError when there is no chunk or no query.
     """
     from embtune.eval import retrieval_metrics
 
@@ -85,13 +89,16 @@ def evaluate_chunks(model: Any, chunks: list[dict[str, Any]], eval_queries: list
     rankings = rank_chunks(model, [q["query"] for q in eval_queries], ids, chunk_embeddings, depth, batch_size,
                            show_progress)
     qids = [q["query_id"] for q in eval_queries]
+    grades = [q.get("grades") or {} for q in eval_queries]
     if level == "chunk":
         ranked = dict(zip(qids, rankings))
-        qrels = {q["query_id"]: dict.fromkeys(q["relevant"], 1) for q in eval_queries}
+        qrels = {q["query_id"]: {c: g.get(c, 1) for c in q["relevant"]}
+                 for q, g in zip(eval_queries, grades)}
     else:
         doc_of = {c["id"]: c["doc_id"] for c in chunks}
         ranked = {qid: documents_in_order(r, doc_of) for qid, r in zip(qids, rankings)}
-        qrels = {q["query_id"]: dict.fromkeys((doc_of[c] for c in q["relevant"]), 1) for q in eval_queries}
+        qrels = {q["query_id"]: {doc_of[c]: g.get(c, 1) for c in q["relevant"]}
+                 for q, g in zip(eval_queries, grades)}
     return retrieval_metrics(ranked, qrels, REPORT_KS)
 
 

@@ -4,7 +4,8 @@
 name documents of CORPUS (a BEIR folder's ``_id`` values, or file paths relative to the corpus
 folder); they are read by ``embtune.pairs.labels`` (the same reader the labels pair builder uses,
 re-exported here). Chunking splits a document into chunks, so for evaluation every chunk of a
-relevant document counts as relevant.
+relevant document counts as relevant, with the document's qrels score (graded labels keep their grades
+in eval.jsonl's ``grades``, which nDCG weighs).
 """
 from __future__ import annotations
 
@@ -24,18 +25,26 @@ def chunks_by_doc(chunks: Iterable[dict[str, Any]]) -> dict[str, list[str]]:
     return dict(mapping)
 
 
-def eval_queries_from_labels(judgements: Iterable[tuple[str, str]], queries: dict[str, str],
+def eval_queries_from_labels(judgements: Iterable[tuple[str, str, int]], queries: dict[str, str],
                              doc_chunks: dict[str, list[str]]) -> tuple[list[dict[str, Any]], int]:
-    """Turn relevant ``(query id, doc id)`` judgements into eval.jsonl records over chunks.
+    """Turn relevant ``(query id, doc id, score)`` judgements into eval.jsonl records over chunks.
 
-    In: judgements (from ``read_label_qrels``), the query texts, ``{doc id: [chunk ids]}``. Out:
-    ``(records, dropped)``: one ``{"query_id", "query", "relevant": [chunk ids of its relevant
-    documents]}`` per query in first-seen order, and the number of queries left out because their
-    documents have no chunk.
+    In: judgements (from ``read_label_qrels``, scores > 0), the query texts, ``{doc id: [chunk
+    ids]}``. Out: ``(records, dropped)``: one ``{"query_id", "query", "relevant": [chunk ids of its
+    relevant documents]}`` per query in first-seen order, plus ``"grades": {chunk id: its document's
+    score}`` when a score of the query is not 1 (binary labels give the records of before), and the
+    number of queries left out because their documents have no chunk.
     """
-    relevant: dict[str, list[str]] = {}
-    for qid, doc_id in judgements:
-        ids = relevant.setdefault(qid, [])
-        ids.extend(c for c in doc_chunks.get(doc_id, []) if c not in ids)
-    records = [{"query_id": qid, "query": queries[qid], "relevant": ids} for qid, ids in relevant.items() if ids]
-    return records, len(relevant) - len(records)
+    grades: dict[str, dict[str, int]] = {}
+    for qid, doc_id, score in judgements:
+        chunk_grades = grades.setdefault(qid, {})
+        for c in doc_chunks.get(doc_id, []):
+            chunk_grades.setdefault(c, score)
+    records = []
+    for qid, chunk_grades in grades.items():
+        if chunk_grades:
+            record = {"query_id": qid, "query": queries[qid], "relevant": list(chunk_grades)}
+            if any(g != 1 for g in chunk_grades.values()):
+                record["grades"] = chunk_grades
+            records.append(record)
+    return records, len(grades) - len(records)

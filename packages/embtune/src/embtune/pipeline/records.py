@@ -23,15 +23,23 @@ from embtune.utils.atomic import atomic_file
 CHUNK_FIELDS = ("id", "doc_id", "text", "title", "headings", "source")
 PAIR_FIELDS = ("query", "positive", "positive_id", "doc_id", "builder", "negatives", "negative_ids")
 EVAL_FIELDS = ("query_id", "query", "relevant")
+EVAL_OPTIONAL = ("grades",)
+"""eval.jsonl may also hold ``grades``: {relevant chunk id: integer qrels score}, written only for graded
+labels (a relevant chunk missing from it, or a line without it, has score 1)."""
 
 
-def as_record(obj: Any, fields: tuple[str, ...]) -> dict[str, Any]:
-    """``{field: value}`` of a dict or an object with those attributes (Chunk, Pair); lists copied."""
+def as_record(obj: Any, fields: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``{field: value}`` of a dict or an object with those attributes (Chunk, Pair); lists copied.
+    Each ``optional`` field is added only when ``obj`` has it and it is not None."""
     get = obj.get if isinstance(obj, dict) else (lambda name: getattr(obj, name))
     record = {}
     for name in fields:
         value = get(name)
         record[name] = list(value) if isinstance(value, (list, tuple)) else value
+    for name in optional:
+        value = obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+        if value is not None:
+            record[name] = value
     return record
 
 
@@ -160,9 +168,20 @@ def read_pairs(path: str | os.PathLike) -> list[dict[str, Any]]:
     return pairs
 
 
+def _grades(value: Any, relevant: list[str], path: Path, line: int) -> dict[str, int]:
+    """The ``grades`` field of an eval.jsonl line, checked: {relevant chunk id: int > 0}."""
+    ids = set(relevant)
+    if not isinstance(value, dict) or not all(
+            k in ids and isinstance(v, int) and not isinstance(v, bool) and v > 0 for k, v in value.items()):
+        raise DataFormatError("field 'grades' must map relevant chunk ids to positive integer scores",
+                              path=path, line=line)
+    return value
+
+
 def read_eval(path: str | os.PathLike, chunk_ids: set[str] | None = None) -> list[dict[str, Any]]:
-    """Read eval.jsonl (``query_id``, ``query``, ``relevant`` chunk ids). With ``chunk_ids``, a relevant
-    id that is not a chunk raises DataFormatError naming the file and line."""
+    """Read eval.jsonl (``query_id``, ``query``, ``relevant`` chunk ids, optional ``grades``: {relevant id:
+    integer score > 0}). With ``chunk_ids``, a relevant id that is not a chunk raises DataFormatError
+    naming the file and line; so does a ``grades`` entry that is not a relevant id with a positive int."""
     path = Path(path)
     queries, seen = [], set()
     for line, record in iter_jsonl(path):
@@ -180,5 +199,8 @@ def read_eval(path: str | os.PathLike, chunk_ids: set[str] | None = None) -> lis
             if unknown:
                 raise DataFormatError(f"relevant chunk id {unknown[0]!r} is not in chunks.jsonl", path=path,
                                       line=line)
-        queries.append({"query_id": qid, "query": record["query"], "relevant": relevant})
+        entry = {"query_id": qid, "query": record["query"], "relevant": relevant}
+        if "grades" in record:
+            entry["grades"] = _grades(record["grades"], relevant, path, line)
+        queries.append(entry)
     return queries
