@@ -10,6 +10,8 @@ Facts from reference/export-formats.md §1 (llama.cpp's converter and loader):
   rope base; it stays causal and pools with LAST.
 * No llama.cpp architecture for MPNet; ModernBERT (``modern-bert``) needs a fused-QKV/GeGLU
   layout and a gpt2 vocabulary that this exporter does not write; both are refused.
+* ST Dense heads exist in llama.cpp only for EmbeddingGemma (``gemma-embedding``, §1.5), which
+  this exporter does not write: gemma3_text and any folder with a Dense module are refused.
 
 Tensor names are mapped with ``gguf.get_tensor_name_map`` (the gguf package's own table); only the
 prefix stripping and row slicing are done here. Dtype rules follow llama.cpp's converter: vectors,
@@ -43,6 +45,9 @@ UNSUPPORTED = {
     "mpnet": "llama.cpp has no MPNet architecture (its converter has no MPNet class)",
     "modernbert": "ModernBERT GGUF export is not implemented (llama.cpp's modern-bert needs fused QKV, "
                   "GeGLU and a BPE vocabulary); use the TEI or ONNX export",
+    "gemma3_text": "embtune's GGUF writer has no gemma-embedding architecture and cannot carry its Dense "
+                   "heads (llama.cpp's convert_hf_to_gguf.py --sentence-transformers-dense-modules can); "
+                   "use the TEI or ONNX export",
 }
 DROP_PREFIXES = ("pooler.", "cls.", "lm_head.", "vocab_transform.", "vocab_layer_norm.", "vocab_projector.")
 

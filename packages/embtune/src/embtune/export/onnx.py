@@ -50,14 +50,42 @@ class EmbeddingGraph(torch.nn.Module):
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         """Token tensors (in ``input_names`` order) → ``(batch, dim)`` sentence embeddings."""
         features = dict(zip(self.input_names, inputs))
-        out = self.hf_model(**features, return_dict=True)
+        model_inputs = dict(features)
+        if getattr(self.hf_model.config, "model_type", "") == "gemma3_text":
+            model_inputs["attention_mask"] = gemma_bidirectional_masks(
+                self.hf_model.config, features["attention_mask"], self.hf_model.dtype)
+        out = self.hf_model(**model_inputs, return_dict=True)
         state = {"token_embeddings": out.last_hidden_state, "attention_mask": features["attention_mask"]}
         for module in self.tail:
             state = module(state)
         return state["sentence_embedding"]
 
 
+def gemma_bidirectional_masks(config, attention_mask: torch.Tensor,
+                              dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """EmbeddingGemma's attention masks, built with traceable tensor ops.
+
+    transformers builds Gemma 3's masks with ``vmap``, which the TorchScript exporter cannot trace.
+    In: the config (bidirectional, ``sliding_window`` as transformers holds it: keys closer than
+    that many positions), ``attention_mask [B, L]`` and the model dtype. Out: the
+    ``{"full_attention", "sliding_attention"}`` additive masks ``[B, 1, L, L]`` that
+    ``Gemma3TextModel`` accepts in place of a padding mask: padding keys are masked in both, keys
+    ``sliding_window`` or more positions away in the sliding one — the mask transformers builds.
+    """
+    positions = torch.ones_like(attention_mask).cumsum(-1)
+    distance = (positions[:, :, None] - positions[:, None, :]).abs()
+    keys = attention_mask[:, None, None, :].bool()
+    near = (distance < config.sliding_window)[:, None, :, :]
+    blocked = torch.finfo(dtype).min
+    zeros = torch.zeros(distance.shape, dtype=dtype, device=attention_mask.device)[:, None]
+    return {"full_attention": zeros.masked_fill(~keys, blocked),
+            "sliding_attention": zeros.masked_fill(~(keys & near), blocked)}
+
+
 def _check_supported(st: StFolder) -> None:
+    if st.model_type == "gemma3_text" and not st.config.get("use_bidirectional_attention"):
+        raise ExportError("a causal gemma3_text model is not exported to ONNX (only EmbeddingGemma-style "
+                          "bidirectional ones)", path=st.path / "config.json")
     if not st.include_prompt and any(st.prompts.values()):
         raise ExportError("pooling excludes prompt tokens (include_prompt=false); the ONNX graph cannot know "
                           "the prompt length", path=st.path)

@@ -36,6 +36,14 @@ REQUIRED_FIELDS = {
 }
 for _t in ("camembert", "roberta", "xlm-roberta"):
     REQUIRED_FIELDS[_t] = REQUIRED_FIELDS["bert"]
+#: TEI's ``Gemma3Config`` (backends/candle/src/models/gemma3.rs): non-Option fields.
+REQUIRED_FIELDS["gemma3_text"] = (
+    "attention_bias", "pad_token_id", "hidden_activation", "hidden_size", "intermediate_size",
+    "max_position_embeddings", "num_attention_heads", "num_hidden_layers", "num_key_value_heads",
+    "query_pre_attn_scalar", "rms_norm_eps", "rope_local_base_freq", "_sliding_window_pattern",
+    "use_bidirectional_attention", "vocab_size")
+#: Activations TEI's ``DenseActivation`` parses in ``{n}_Dense/config.json`` (models/dense.rs).
+TEI_DENSE_ACTIVATIONS = frozenset({"torch.nn.modules.activation.Tanh", "torch.nn.modules.linear.Identity"})
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
 
 
@@ -69,6 +77,13 @@ def _check_config(folder: Path, problems: list[str]) -> dict[str, Any]:
         problems.append(f"config.json lacks fields TEI's {model_type} config requires: {', '.join(missing)}")
     if model_type == "bert" and config.get("position_embedding_type", "absolute") != "absolute":
         problems.append("TEI's BERT needs position_embedding_type 'absolute'")
+    if model_type == "gemma3_text":
+        rope = config.get("rope_parameters")
+        if rope is not None and not isinstance((rope or {}).get("rope_theta"), (int, float)):
+            problems.append("Gemma3 config.json rope_parameters must be flat ({rope_theta, rope_type}); "
+                            "TEI does not parse the per-layer-type form")
+        if "rope_theta" not in config and rope is None:
+            problems.append("Gemma3 config.json needs rope_theta or rope_parameters")
     if model_type == "qwen3":
         if not isinstance(config.get("eos_token_id"), int):
             problems.append("Qwen3 config.json eos_token_id must be a single integer")
@@ -142,8 +157,8 @@ def _check_st_files(folder: Path, config: dict[str, Any], problems: list[str]) -
             if kind not in LEGACY_MODULE_TYPES:
                 problems.append(f"modules.json type {kind!r} is not one of TEI's "
                                 f"{sorted(LEGACY_MODULE_TYPES)}")
-            elif kind.endswith("Dense") and not (folder / entry.get("path", "")).is_dir():
-                problems.append(f"Dense module folder {entry.get('path')!r} missing")
+            elif kind.endswith("Dense"):
+                _check_dense(folder / str(entry.get("path", "")), problems)
     st_cfg_path = folder / "sentence_bert_config.json"
     if st_cfg_path.is_file():
         st_cfg = _load(st_cfg_path, problems)
@@ -160,6 +175,32 @@ def _check_st_files(folder: Path, config: dict[str, Any], problems: list[str]) -
         if prompts is not None and not (isinstance(prompts, dict)
                                         and all(isinstance(v, str) for v in prompts.values())):
             problems.append("config_sentence_transformers.json prompts must map names to strings")
+
+
+def _check_dense(path: Path, problems: list[str]) -> None:
+    """A Dense folder as TEI loads it: ``config.json`` (``DenseConfig``) and ``linear.weight``."""
+    if not path.is_dir():
+        problems.append(f"Dense module folder {path.name!r} missing")
+        return
+    cfg = _load(path / "config.json", problems)
+    if not isinstance(cfg, dict):
+        return
+    if not all(isinstance(cfg.get(k), int) for k in ("in_features", "out_features")) or not isinstance(
+            cfg.get("bias"), bool):
+        problems.append(f"{path.name}/config.json needs integer in_features/out_features and boolean bias")
+    if cfg.get("activation_function") is not None and cfg["activation_function"] not in TEI_DENSE_ACTIVATIONS:
+        problems.append(f"{path.name}: TEI's Dense runs Tanh or Identity only, "
+                        f"not {cfg['activation_function']}")
+    weights = path / "model.safetensors"
+    if not weights.is_file():
+        problems.append(f"{path.name}/model.safetensors missing")
+        return
+    from safetensors import safe_open
+
+    with safe_open(str(weights), "np") as fh:
+        keys = set(fh.keys())
+    if "linear.weight" not in keys or cfg.get("bias") is True and "linear.bias" not in keys:
+        problems.append(f"{path.name}/model.safetensors lacks linear.weight/linear.bias")
 
 
 def validate_tei_folder(folder: str | os.PathLike) -> None:
@@ -182,7 +223,11 @@ def validate_tei_folder(folder: str | os.PathLike) -> None:
       ``pooling_mode_mean_tokens`` (``PoolConfig``; ST 6's compact form fails to parse), exactly one
       mode on, no last-token for BERT/RoBERTa-likes — router/src/lib.rs, backends/candle/src/lib.rs.
     * ``modules.json`` types among the four legacy ``sentence_transformers.models.*`` names
-      (``ModuleConfig``), Dense folders present — backends/src/lib.rs.
+      (``ModuleConfig``), Dense folders present with a ``DenseConfig`` (``in_features``,
+      ``out_features``, ``bias``, Tanh/Identity activation) and ``linear.weight`` — backends/src/lib.rs,
+      backends/candle/src/models/dense.rs.
+    * Gemma3 (``gemma3_text``): the ``Gemma3Config`` fields, a flat ``rope_parameters`` or
+      ``rope_theta`` — backends/candle/src/models/gemma3.rs.
     * ``sentence_bert_config.json``, if present, has an integer ``max_seq_length`` (``STConfig``);
       ``config_sentence_transformers.json`` prompts map names to strings (``NewSTConfig``).
     """

@@ -3,10 +3,16 @@
 Families are keyed by ``config.model_type``. Encoders (BERT, DistilBERT, MPNet, RoBERTa/XLM-R,
 ModernBERT, ...) pool with a masked mean and L2-normalise; decoder embedders (Qwen3-Embedding
 style) pool the last token, pad on the left, append EOS and put an instruction before queries.
+A decoder type whose config sets ``use_bidirectional_attention`` (EmbeddingGemma: ``gemma3_text``)
+is run like an encoder: bidirectional attention, mean pooling, right padding, no EOS appended.
+
+For a sentence-transformers folder the folder is the truth (`folder_family`): its pooling mode,
+Dense/Normalize modules and prompts are what ST loads; the config only says causal or not.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import torch.nn as nn
 
@@ -14,6 +20,8 @@ ENCODER_TYPES = frozenset({
     "bert", "distilbert", "mpnet", "roberta", "xlm-roberta", "camembert", "modernbert", "electra",
     "albert", "deberta", "deberta-v2", "nomic_bert", "new", "jina_bert", "ernie",
 })
+#: Causal decoder types. gemma3_text stays here: without ``use_bidirectional_attention`` it is the
+#: causal Gemma 3 language model; with it (EmbeddingGemma), `family_of_config` makes it an encoder.
 DECODER_TYPES = frozenset({
     "qwen2", "qwen3", "llama", "mistral", "gemma", "gemma2", "gemma3_text", "phi3", "olmo2",
 })
@@ -27,19 +35,56 @@ DEFAULT_QUERY_TASK = "Given a question, retrieve passages that answer the questi
 
 @dataclass(frozen=True)
 class Family:
-    """How one model type embeds text: ``kind`` is "encoder" or "decoder"; ``pooling`` an ST mode."""
+    """How one model embeds text.
+
+    ``kind``: "encoder" (bidirectional attention, including decoder types run bidirectionally) or
+    "decoder" (causal); ``pooling``: an ST pooling mode; ``padding_side``: "left"/"right";
+    ``append_eos``: the tokenizer must end every text with EOS (last-token pooling of a causal
+    decoder); ``model_type``: ``config.model_type`` ("" when unknown).
+    """
 
     kind: str
     pooling: str
     padding_side: str
     append_eos: bool
+    model_type: str = ""
+
+    @property
+    def attention(self) -> str:
+        """"causal" for decoders, "bidirectional" otherwise."""
+        return "causal" if self.kind == "decoder" else "bidirectional"
 
 
-def family_of(model_type: str) -> Family:
-    """Map ``config.model_type`` to its Family; unknown types are treated as encoders (mean pooling)."""
-    if model_type in DECODER_TYPES:
-        return Family(kind="decoder", pooling="lasttoken", padding_side="left", append_eos=True)
-    return Family(kind="encoder", pooling="mean", padding_side="right", append_eos=False)
+def family_of(model_type: str, bidirectional: bool = False) -> Family:
+    """Map ``config.model_type`` to its Family; unknown types are treated as encoders (mean pooling).
+
+    ``bidirectional``: the config turns a decoder type's causal mask off
+    (``use_bidirectional_attention``, as in EmbeddingGemma); it is then run like an encoder.
+    """
+    if model_type in DECODER_TYPES and not bidirectional:
+        return Family("decoder", "lasttoken", "left", True, model_type)
+    return Family("encoder", "mean", "right", False, model_type)
+
+
+def family_of_config(config: Any) -> Family:
+    """The Family of a transformers config: ``model_type`` plus its ``use_bidirectional_attention`` flag.
+
+    In: a ``PretrainedConfig`` (or anything with ``model_type``). ``is_causal`` is not read: the
+    attention modules of Qwen/Llama-style models hard-code causal attention whatever the config
+    says, and a family must describe what transformers (and so sentence-transformers) runs.
+    """
+    bidirectional = bool(getattr(config, "use_bidirectional_attention", False))
+    return family_of(str(getattr(config, "model_type", "") or ""), bidirectional=bidirectional)
+
+
+def folder_family(base: Family, pooling: str) -> Family:
+    """The Family of a sentence-transformers folder whose Pooling module uses ``pooling``.
+
+    In: ``base`` from the config (`family_of_config`) and the folder's pooling mode. Out: ``base``
+    with the folder's pooling; EOS is appended only where a causal decoder pools its last token
+    (Qwen3-Embedding), so an ST folder's tokenizer is otherwise left exactly as saved.
+    """
+    return replace(base, pooling=pooling, append_eos=base.append_eos and pooling == "lasttoken")
 
 
 def instruction_prompt(task: str) -> str:

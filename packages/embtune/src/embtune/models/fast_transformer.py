@@ -51,7 +51,10 @@ def packing_support(hf_model: torch.nn.Module) -> tuple[bool, str]:
     In: a transformers ``PreTrainedModel`` (LoRA/QLoRA layers injected or not). Out: ``(ok, reason)``.
     Packing needs an architecture whose attention goes through transformers' ``AttentionInterface``
     and accepts packed sequences (``_supports_attention_backend``); MPNet and DeBERTa, for instance,
-    do not.
+    do not, and attention soft-capping (Gemma 2) is not computed by the packed attention.
+    Causal or bidirectional attention and sliding windows come from each attention module
+    (``is_causal``, ``sliding_window``), so EmbeddingGemma (gemma3_text with bidirectional
+    attention) packs with the same mask transformers builds.
     """
     config = getattr(hf_model, "config", None)
     if config is None:
@@ -60,6 +63,8 @@ def packing_support(hf_model: torch.nn.Module) -> tuple[bool, str]:
         return False, f"{type(hf_model).__name__} has no attention-interface support in transformers"
     if getattr(config, "is_encoder_decoder", False):
         return False, "encoder-decoder models are not packed"
+    if getattr(config, "attn_logit_softcapping", None):
+        return False, "attention logit soft-capping (Gemma 2) is not implemented by the packed attention"
     return True, ""
 
 

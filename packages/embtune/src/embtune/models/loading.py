@@ -140,16 +140,22 @@ def load_errors(path: str | os.PathLike) -> Iterator[None]:
         raise ModelLoadError(f"cannot load the model ({lines[0]})", path=path) from None
 
 
-def read_model_type(source: ModelSource, trust_remote_code: bool = False) -> str:
-    """``config.model_type`` of the transformer behind ``source`` (the base model for an adapter)."""
+def read_config(source: ModelSource, trust_remote_code: bool = False) -> Any:
+    """The transformers config behind ``source`` (the base model's for an adapter).
+
+    Raises ModelLoadError when it cannot be read."""
     from transformers import AutoConfig
 
     path = adapter_base_path(source) if source.is_adapter else source.path
     try:
-        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        return AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"cannot read the model config ({str(exc).splitlines()[0]})", path=path) from None
-    return config.model_type
+
+
+def read_model_type(source: ModelSource, trust_remote_code: bool = False) -> str:
+    """``config.model_type`` of the transformer behind ``source`` (the base model for an adapter)."""
+    return read_config(source, trust_remote_code).model_type
 
 
 def adapter_base_path(source: ModelSource) -> str:
@@ -245,6 +251,16 @@ def set_pooling_mode(model: Any, mode: str) -> None:
             model._modules[name] = Pooling(module.get_embedding_dimension(), mode)
             return
     raise ModelLoadError(f"model has no pooling module to set to {mode!r}")
+
+
+def pooling_mode_of(model: Any) -> str | None:
+    """The pooling mode ("mean", "cls", "lasttoken", ...) of ``model``'s Pooling module; None without one."""
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    for module in model._modules.values():
+        if isinstance(module, Pooling):
+            return module.pooling_mode
+    return None
 
 
 def prepare_4bit_for_training(hf_model: torch.nn.Module) -> None:
