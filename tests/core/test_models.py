@@ -9,41 +9,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 from sentence_transformers import SentenceTransformer
-from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
-
 from tiny_models import FAMILIES, build_tiny_hf, minilm_path, randomize_lora_b
+from tiny_models import train_steps as _train_steps
 
 from embtune import FastSentenceTransformer
 from embtune.errors import ConfigError, ModelLoadError
 
-QUERIES = ["what makes proteins fold", "how do cells divide", "is coffee bad for the heart",
-           "which gene controls eye colour"]
-DOCS = ["Protein folding is driven by hydrophobic collapse.", "Mitosis splits one cell into two.",
-        "Moderate coffee intake shows no cardiac harm.", "OCA2 variants largely set eye colour."]
 PROBE = ["A claim about cells.", "Vitamin D and bone density in older adults", "x"]
-
-
-def _batch_loss(model, loss_fn) -> float:
-    model.eval()
-    with torch.no_grad():
-        return loss_fn([dict(model.preprocess(QUERIES)), dict(model.preprocess(DOCS))], None).item()
-
-
-def _train_steps(model, steps: int = 3, lr: float = 2e-3) -> tuple[float, float]:
-    """Run ``steps`` AdamW steps of in-batch InfoNCE on a fixed batch; return (loss before, loss after).
-
-    Both losses are measured in eval mode (no dropout) so the comparison is not noise.
-    """
-    loss_fn = MultipleNegativesRankingLoss(model)
-    before = _batch_loss(model, loss_fn)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
-    model.train()
-    for _ in range(steps):
-        loss = loss_fn([dict(model.preprocess(QUERIES)), dict(model.preprocess(DOCS))], None)
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-    return before, _batch_loss(model, loss_fn)
 
 
 def _cos(a, b) -> torch.Tensor:
@@ -239,7 +211,7 @@ def test_push_to_hub_merged_uploads_a_merged_folder(tiny_dirs, monkeypatch):
         def create_repo(self, repo_id, private=None, exist_ok=False):
             return f"https://hub.example/{repo_id}"
 
-        def upload_folder(self, repo_id, folder_path, commit_message):
+        def upload_folder(self, repo_id, folder_path, commit_message, ignore_patterns=None):
             uploaded["files"] = sorted(os.listdir(folder_path))
             uploaded["emb"] = SentenceTransformer(folder_path, device="cpu").encode(PROBE)
 

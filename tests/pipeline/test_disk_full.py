@@ -113,7 +113,7 @@ def test_file_size_limit_while_writing_chunks(tmp_path, small_corpus, tiny_model
     named = assert_one_line_error(done.returncode, done.stderr, run, "File too large")
     assert named == str(run / "chunks.jsonl")
     assert_nothing_partial(run)
-    assert sorted(p.name for p in run.iterdir()) == ["manifest.json"]
+    assert sorted(p.name for p in run.iterdir()) == ["manifest.json", "run_config.toml"]
 
 
 @pytest.mark.slow

@@ -20,17 +20,6 @@ def resolve_model(name: str | None) -> str:
     return default_model_path() if name in (None, "", "default", DEFAULT_MODEL) else name
 
 
-def model_options(fn):
-    """Add --model, --max-seq-length, --allow-pickle and --trust-remote-code to a command."""
-    fn = click.option("--trust-remote-code", is_flag=True, help="Allow custom modelling code (off by default).")(fn)
-    fn = click.option("--allow-pickle", is_flag=True, help="Allow loading .bin pickle weights (unsafe).")(fn)
-    fn = click.option("--max-seq-length", type=click.IntRange(8, 32768), default=None,
-                      help="Truncate texts to this many tokens.")(fn)
-    fn = click.option("--model", "model_name", default=None, show_default=DEFAULT_MODEL,
-                      help="Model folder (ST, plain HF or adapter) or hub id.")(fn)
-    return fn
-
-
 class FiniteFloatRange(click.FloatRange):
     """``click.FloatRange`` that also refuses ``nan`` and ``inf`` (a plain FloatRange lets ``nan``
     through: every comparison with it is False)."""

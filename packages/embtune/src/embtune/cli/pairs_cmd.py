@@ -3,19 +3,21 @@ from __future__ import annotations
 
 import click
 
-from embtune.cli.from_corpus_cmd import data_options, settings_from_options
+from embtune.cli.config_file import resolved_options
+from embtune.cli.flags import PAIRS, command_options
+from embtune.cli.from_corpus_cmd import run_settings
 
 
 @click.command("pairs")
-@click.argument("corpus", type=click.Path())
-@data_options
-def pairs_command(corpus, **options):
+@command_options(PAIRS)
+@click.pass_context
+def pairs_command(ctx: click.Context, **options):
     """Build training pairs from the documents in CORPUS into DIR.
 
     Writes chunks.jsonl, pairs.jsonl (with mined hard negatives) and eval.jsonl (held-out queries),
     the same files and code as `embtune from-corpus`. Train on them with
     `embtune train --data DIR --out DIR`.
     """
-    from embtune.pipeline import RunSettings, run_pipeline
+    from embtune.pipeline import run_pipeline
 
-    run_pipeline(settings_from_options(RunSettings, corpus, options), until="pairs", command="pairs")
+    run_pipeline(run_settings(ctx), until="pairs", command="pairs", run_config=resolved_options(ctx))

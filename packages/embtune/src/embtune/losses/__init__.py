@@ -38,6 +38,17 @@ _REGISTRY: dict[str, tuple[type[nn.Module], dict[str, Any]]] = {
 LOSS_NAMES: tuple[str, ...] = tuple(_REGISTRY)
 
 
+def loss_key(name: str) -> str:
+    """The registry name of loss ``name``: lower case, ``-`` read as ``_`` (``"CoSENT"`` -> ``"cosent"``).
+
+    Raises ConfigError listing the valid names when ``name`` is not one of :data:`LOSS_NAMES`.
+    """
+    key = str(name).strip().lower().replace("-", "_")
+    if key not in _REGISTRY:
+        raise ConfigError(f"Unknown loss {name!r}; valid names: {', '.join(LOSS_NAMES)}.")
+    return key
+
+
 def get_loss(
     name: str,
     model: nn.Module,
@@ -64,9 +75,7 @@ def get_loss(
         ConfigError: on an unknown name (the message lists the valid ones), on arguments the loss
             does not take, on arguments contradicting the name, or on invalid values.
     """
-    key = str(name).strip().lower().replace("-", "_")
-    if key not in _REGISTRY:
-        raise ConfigError(f"Unknown loss {name!r}; valid names: {', '.join(LOSS_NAMES)}.")
+    key = loss_key(name)
     cls, fixed = _REGISTRY[key]
     accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "model")]
     unknown = sorted(set(kwargs) - set(accepted))
@@ -95,4 +104,5 @@ __all__ = [
     "TripletLoss",
     "get_loss",
     "infonce_from_embeddings",
+    "loss_key",
 ]

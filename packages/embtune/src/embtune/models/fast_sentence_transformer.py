@@ -21,10 +21,12 @@ from sentence_transformers import SentenceTransformer
 from embtune.device import default_device, resolve_dtype
 from embtune.errors import ConfigError
 from embtune.models import loading
-from embtune.models.architectures import family_of, instruction_prompt, lora_target_modules
+from embtune.models.architectures import (Family, family_of_config, folder_family, instruction_prompt,
+                                          lora_target_modules)
 from embtune.models.fast_transformer import ST_TRANSFORMER_TYPE, FastTransformer
 from embtune.models.hub import hidden_token
 from embtune.models.merging import merged_transformer
+from embtune.models.st_modules import fp32_tail, read_tail_fp32
 from embtune.utils.atomic import atomic_dir
 
 logger = logging.getLogger("embtune")
@@ -48,6 +50,7 @@ class FastSentenceTransformer(SentenceTransformer):
         device: str | torch.device | None = None,
         allow_pickle: bool = False,
         instruction: str | None = None,
+        prompts: dict[str, str] | None = None,
         packing: bool = True,
         attention: str = "bucket",
     ) -> "FastSentenceTransformer":
@@ -63,11 +66,16 @@ class FastSentenceTransformer(SentenceTransformer):
             for_inference: eval mode, no gradients, adapters merged into the weights in memory.
             pooling: override pooling ("mean", "cls", "lasttoken", "max"); default from the folder,
                 or mean for encoders / last token for decoders when the folder has no ST config.
+                An ST folder's own modules (Pooling, Dense heads, Normalize), prompts and tokenizer
+                are kept as saved; a plain HF folder gets its family's defaults (see `family`).
             trust_remote_code: allow custom modelling code from the folder/hub (off by default).
             device: "cpu", "cuda", ... (default: CUDA when available).
             allow_pickle: allow ``.bin`` pickle weights (refused by default).
             instruction: for decoder embedders, the task put before queries as
-                ``"Instruct: {instruction}\\nQuery: "``.
+                ``"Instruct: {instruction}\\nQuery: "`` (for encoders the text itself is the query prompt).
+            prompts: ST prompts to set after loading, used as they are, e.g. ``{"query": "query: ",
+                "document": "passage: "}`` for e5; they override the folder's own and are saved with the
+                model. A ``"query"`` prompt excludes ``instruction``.
             packing: run text batches padding-free (packed tokens, block-diagonal attention) where
                 the architecture allows it (see `embtune.models.fast_transformer`); False keeps ST's
                 padded forward.
@@ -80,6 +88,9 @@ class FastSentenceTransformer(SentenceTransformer):
             raise ConfigError("full_finetuning and load_in_4bit exclude each other (4-bit weights cannot be "
                               "trained); use QLoRA (load_in_4bit + get_peft_model) or full fine-tuning")
         loading.check_load_arguments(max_seq_length, pooling)
+        if instruction is not None and prompts and prompts.get("query") is not None:
+            raise ConfigError("give either an instruction or a query prompt, not both (the instruction becomes "
+                              "the query prompt)")
         device = torch.device(device) if device is not None else default_device()
         if dtype is None and full_finetuning:
             dtype = torch.float32
@@ -88,14 +99,17 @@ class FastSentenceTransformer(SentenceTransformer):
         if source.is_local:
             loading.check_safe_weights(source.path, allow_pickle)
             loading.check_model_files(source, allow_pickle)
-        family = family_of(loading.read_model_type(source, trust_remote_code))
+        family = family_of_config(loading.read_config(source, trust_remote_code))
         model_kwargs = loading.model_kwargs_for(torch_dtype, device, load_in_4bit, allow_pickle)
 
+        adapter_st = source.is_adapter and source.is_local and os.path.isfile(
+            os.path.join(source.path, "modules.json"))
+        from_folder = source.is_sentence_transformer or adapter_st
         with loading.load_errors(source.path):
-            if source.is_sentence_transformer or (source.is_adapter and source.is_local
-                                                    and os.path.isfile(os.path.join(source.path, "modules.json"))):
+            if from_folder:
                 model = cls(source.path, device=str(device), trust_remote_code=trust_remote_code,
                             model_kwargs=model_kwargs)
+                model._embtune_tail_fp32 = read_tail_fp32(source.path, model)
             else:
                 path = loading.adapter_base_path(source) if source.is_adapter else source.path
                 modules = loading.build_modules_for_plain_model(path, family, model_kwargs, max_seq_length,
@@ -103,7 +117,8 @@ class FastSentenceTransformer(SentenceTransformer):
                 model = cls(modules=modules, device=str(device), prompts=loading.default_prompts(family))
                 if source.is_adapter:
                     model.load_adapter(source.path)
-        model._configure_family(family, max_seq_length, pooling, instruction)
+        model._configure_family(family, max_seq_length, pooling, instruction, from_folder)
+        model.prompts.update({role: text for role, text in (prompts or {}).items() if text is not None})
         model._install_fast_transformer(packing, attention)
         if full_finetuning:
             for param in model.parameters():
@@ -115,24 +130,41 @@ class FastSentenceTransformer(SentenceTransformer):
             model._prepare_for_inference()
         return model
 
-    def _configure_family(self, family, max_seq_length: int | None, pooling: str | None,
-                          instruction: str | None) -> None:
-        """Apply sequence length, pooling override and decoder tokenizer rules after loading."""
-        self._embtune_family = family
+    def _configure_family(self, family: Family, max_seq_length: int | None, pooling: str | None,
+                          instruction: str | None, from_folder: bool = False) -> None:
+        """Apply sequence length, pooling override and the family's tokenizer rules after loading.
+
+        ``from_folder``: the model came from an ST folder, whose pooling, modules, prompts and
+        tokenizer settings stay as saved; only a causal decoder pooling its last token gets the
+        EOS/left-padding rule (and a pad token where it has none). A plain HF folder gets the
+        family's padding side.
+        """
         if max_seq_length is not None:
             self.max_seq_length = max_seq_length
         if pooling is not None:
             loading.set_pooling_mode(self, pooling)
-        if family.kind == "decoder":
-            tokenizer = self.tokenizer
+        mode = loading.pooling_mode_of(self) or family.pooling
+        family = folder_family(family, mode) if from_folder else family
+        self._embtune_family = family
+        tokenizer = self.tokenizer
+        if family.kind == "decoder" and tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        if family.append_eos or not from_folder:
             tokenizer.padding_side = family.padding_side
-            if tokenizer.pad_token is None:
-                tokenizer.pad_token = tokenizer.eos_token
+        if family.append_eos:
             loading.ensure_eos_appended(tokenizer)
-            if instruction is not None:
-                self.prompts["query"] = instruction_prompt(instruction)
-        elif instruction is not None:
-            self.prompts["query"] = instruction
+        if instruction is not None:
+            decoder = family.kind == "decoder"
+            self.prompts["query"] = instruction_prompt(instruction) if decoder else instruction
+        logger.info("embtune: %s model (%s attention), %s pooling, %s padding, modules %s, prompts %s",
+                    family.model_type or "unknown", family.attention, mode, tokenizer.padding_side,
+                    [type(m).__name__ for m in self._modules.values()], sorted(self.prompts) or "none")
+
+    @property
+    def family(self) -> Family | None:
+        """What embtune detected at load (`embtune.models.architectures.Family`): encoder/decoder
+        (bidirectional/causal attention), pooling mode, padding side, EOS rule, model type."""
+        return getattr(self, "_embtune_family", None)
 
     def _install_fast_transformer(self, packing: bool, attention: str) -> None:
         """Swap ST's Transformer (first module) for a `FastTransformer` sharing its model and tokenizer."""
@@ -227,9 +259,10 @@ class FastSentenceTransformer(SentenceTransformer):
         """ST's save (adapter-only when a LoRA adapter is attached), written atomically to ``path``.
 
         modules.json names sentence-transformers' own ``Transformer`` for the first module (not
-        embtune's FastTransformer), so the folder loads in any ST install without embtune.
+        embtune's FastTransformer), so the folder loads in any ST install without embtune. Frozen
+        Dense heads are written with the fp32 weights they were loaded from (`embtune.models.st_modules`).
         """
-        with atomic_dir(path) as tmp:
+        with atomic_dir(path) as tmp, fp32_tail(self, getattr(self, "_embtune_tail_fp32", {})):
             super().save(str(tmp), *args, **kwargs)
             _name_st_transformer(os.path.join(str(tmp), "modules.json"))
 
@@ -294,16 +327,12 @@ class FastSentenceTransformer(SentenceTransformer):
 
         As with ``push_to_hub``, the token is kept out of logs and error messages.
         """
-        from huggingface_hub import HfApi
+        from embtune.models.hub import push_folder
 
-        with hidden_token(token):
-            api = HfApi(token=token)
-            url = api.create_repo(repo_id, private=private, exist_ok=True)
-            with tempfile.TemporaryDirectory() as tmp:
-                folder = os.path.join(tmp, "model")
-                self.save_pretrained_merged(folder)
-                api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message)
-        return str(url)
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = os.path.join(tmp, "model")
+            self.save_pretrained_merged(folder)
+            return push_folder(folder, repo_id, token=token, private=private, commit_message=commit_message)
 
 
 def _name_st_transformer(modules_json: str) -> None:

@@ -5,8 +5,9 @@ For each pair, in this order (a pair is counted under the first reason that drop
 1. ``empty_query``: the query is blank.
 2. ``not_top_k`` (round-trip consistency, as in Promptagator / Qwen3-Embedding): under the base
    model the positive must rank in the top ``top_k`` of all chunks for its query, or its cosine must
-   reach ``min_cosine`` (Qwen3-Embedding kept synthetic pairs above 0.7). The rank is exact: 1 +
-   the number of chunks scoring strictly higher than the positive.
+   reach ``min_cosine``. With ``top_k=None`` the cosine is the only test (Qwen3-Embedding kept
+   synthetic pairs above 0.7); with both None nothing is tested. The rank is exact: 1 + the number
+   of chunks scoring strictly higher than the positive.
 3. ``duplicate_query``: the same normalised query (case, punctuation and spacing ignored) was already
    kept for the same positive chunk.
 4. ``near_duplicate_query``: cosine above ``dedup_cosine`` with a query already kept for the same
@@ -106,7 +107,7 @@ def filter_pairs(pairs: Sequence[Pair], model: Any, chunks: Sequence[Chunk], top
 
     In: pairs; the base SentenceTransformer; all chunks of the corpus; ``top_k`` the rank the
     positive must reach (None: no rank test); ``min_cosine`` a cosine that keeps a pair whatever its
-    rank (None: rank only); ``dedup_cosine`` the near-duplicate threshold (None: off);
+    rank (None: rank only; with ``top_k=None`` the only test: pairs below it are dropped); ``dedup_cosine`` the near-duplicate threshold (None: off);
     ``embeddings`` optional chunk embeddings (one row per chunk). Out: ``(kept pairs in input order,
     FilterStats)``. Raises ConfigError for bad thresholds or embeddings of the wrong shape.
     """
@@ -128,14 +129,17 @@ def filter_pairs(pairs: Sequence[Pair], model: Any, chunks: Sequence[Chunk], top
     q_row = [text_row[p.query] for p in live]
 
     consistent = np.ones(len(live), dtype=bool)
-    if top_k is not None:
+    if top_k is not None or min_cosine is not None:
         emb = chunk_embeddings(model, chunks, embeddings, batch_size, show_progress)
         row_of = {c.id: r for r, c in enumerate(chunks)}
         scores, pos_rows = positive_scores(model, live, q_emb, q_row, emb, row_of, batch_size, show_progress)
-        ranks = 1 + count_higher(q_emb[q_row], scores, emb, pos_rows, show_progress)
-        consistent = ranks <= top_k
-        if min_cosine is not None:
-            consistent |= scores >= float(min_cosine)
+        if top_k is not None:
+            ranks = 1 + count_higher(q_emb[q_row], scores, emb, pos_rows, show_progress)
+            consistent = ranks <= top_k
+            if min_cosine is not None:
+                consistent |= scores >= float(min_cosine)
+        else:
+            consistent = scores >= float(min_cosine)
     dropped["not_top_k"] = int((~consistent).sum())
 
     kept: list[Pair] = []

@@ -85,13 +85,13 @@ def build_pairs(builder: str, chunks: Sequence[dict[str, Any]], s: "RunSettings"
 
 
 def filter_pairs(pairs: Sequence[dict[str, Any]], model: Any, chunks: Sequence[dict[str, Any]], top_k: int | None,
-                 dedup_cosine: float | None, embeddings: np.ndarray,
-                 show_progress: bool = True) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+                 dedup_cosine: float | None, embeddings: np.ndarray, show_progress: bool = True,
+                 min_cosine: float | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """``embtune.pairs.filtering.filter_pairs`` on records; returns (kept records, statistics dict)."""
     from embtune.pairs.filtering import filter_pairs as run
 
-    kept, stats = run(_pairs(pairs), model, _chunks(chunks), top_k, dedup_cosine=dedup_cosine, embeddings=embeddings,
-                      show_progress=show_progress)
+    kept, stats = run(_pairs(pairs), model, _chunks(chunks), top_k, min_cosine, dedup_cosine=dedup_cosine,
+                      embeddings=embeddings, show_progress=show_progress)
     return _dicts(kept), stats.to_dict()
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import os
 import shutil
 import time
@@ -26,12 +27,15 @@ from typing import Any, Callable
 from embtune.errors import ConfigError, EmbtuneError
 from embtune.pipeline import stages, stages_model
 from embtune.pipeline.manifest import MANIFEST, Manifest, hash_path, model_fingerprint, stage_key
+from embtune.pipeline.run_config import RUN_CONFIG, write_run_config
 from embtune.pipeline.settings import RunSettings
+from embtune.pipeline.training import load_options
 from embtune.pipeline.summary import stage_line
 from embtune.utils.atomic import remove_partial_writes
 
 STAGE_OUTPUTS = ("chunks.jsonl", "pairs.jsonl", "eval.jsonl", "work", "checkpoints", "trainer_state.json",
-                 "adapter", "model", "merged", "exports", "report.json", "report.md", "report.png", MANIFEST)
+                 "adapter", "model", "merged", "exports", "report.json", "report.md", "report.png", RUN_CONFIG,
+                 MANIFEST)
 
 
 def _inside(child: Path, parent: Path) -> bool:
@@ -151,16 +155,22 @@ class Pipeline:
 
     def model_id(self) -> str:
         """Identity of the base model for stage keys: ``manifest.model_fingerprint`` of a local folder
-        (content hashes; size and mtime for files over 16 MiB), else the hub name."""
+        (content hashes; size and mtime for files over 16 MiB), else the hub name; followed by the
+        load options that change its embeddings (dtype, prompts, instruction) when any is set."""
         if self._model_id is None:
             source = stages.model_source(self.s.model)
             self._model_id = model_fingerprint(source) if Path(source).exists() else source
+            options = {k: getattr(self.s, k) for k in ("dtype", "query_prompt", "document_prompt", "instruction")}
+            options = {k: v for k, v in options.items() if v not in (None, "auto")}
+            if options:
+                self._model_id += " " + json.dumps(options, sort_keys=True)
         return self._model_id
 
     def base_model(self):
-        """The base model for inference (chunking tokenizer, filtering, mining, baseline), loaded once."""
+        """The base model for inference (chunking tokenizer, filtering, mining, baseline), loaded once
+        with the settings' dtype, prompts and instruction."""
         if self._model is None:
-            self._model = stages.load_inference_model(stages.model_source(self.s.model), self.s.max_seq_length)
+            self._model = stages.load_inference_model(stages.model_source(self.s.model), **load_options(self.s))
         return self._model
 
     def release_model(self) -> None:
@@ -170,7 +180,7 @@ class Pipeline:
     def merged_model(self):
         """The trained, merged model (DIR/merged) for inference, loaded once."""
         if self._merged is None:
-            self._merged = stages.load_inference_model(str(self.path("merged")), self.s.max_seq_length)
+            self._merged = stages.load_inference_model(str(self.path("merged")), **load_options(self.s, base=False))
         return self._merged
 
     def stage(self, name: str, inputs: dict[str, Path | str], settings: dict[str, Any], outputs: list[str],
@@ -203,13 +213,14 @@ class Pipeline:
         return info
 
 
-def run_pipeline(settings: RunSettings, until: str | None = None, console=None,
-                 command: str = "from-corpus") -> dict[str, Any]:
+def run_pipeline(settings: RunSettings, until: str | None = None, console=None, command: str = "from-corpus",
+                 run_config: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run (or continue) a from-corpus run; returns the report dict (also written to DIR/report.json).
 
     In: checked-or-unchecked RunSettings; ``until="pairs"`` stops after the data stages (``embtune
-    pairs``), returning ``{"counts": ..., "files": ...}``. Raises EmbtuneError subclasses for every
-    user mistake (naming the file and line where there is one).
+    pairs``), returning ``{"counts": ..., "files": ...}``; ``run_config``: the command's resolved
+    options, written to DIR/run_config.toml once DIR is prepared (the CLI passes them). Raises
+    EmbtuneError subclasses for every user mistake (naming the file and line where there is one).
     """
     from embtune.pipeline.exports import check_exports
     from embtune.pipeline.summary import make_console
@@ -223,6 +234,8 @@ def run_pipeline(settings: RunSettings, until: str | None = None, console=None,
     console = console or make_console()
     manifest = prepare_run_dir(settings, command)
     with run_lock(settings.out):
+        if run_config is not None:
+            write_run_config(settings.out, run_config, command)
         if settings.show_progress:
             console.print(f"[bold]embtune {command}[/] {settings.corpus} -> {settings.out}  "
                           f"[dim](model: {settings.model or 'all-MiniLM-L6-v2, embedded'}; pairs: {settings.builder})[/]",

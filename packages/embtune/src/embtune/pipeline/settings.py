@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from embtune.errors import ConfigError, DataFormatError
+from embtune.pipeline.training import check_load_options, check_training_options
 
 PAIR_BUILDERS = ("auto", "heuristic", "llm", "labels")
 EXPORT_FORMATS = ("gguf", "tei", "onnx")
@@ -57,6 +58,27 @@ class RunSettings:
     save_steps: int | None = 50
     """Checkpoint every N training steps (the last step is always saved)."""
     max_seq_length: int | None = None
+    loss: str = "infonce"
+    """Training loss (``embtune.losses.LOSS_NAMES``)."""
+    matryoshka_dims: tuple[int, ...] | None = None
+    lora_alpha: int | None = None
+    """None: 2 x lora_r."""
+    lora_dropout: float = 0.0
+    lora_target_modules: str | tuple[str, ...] = "all-linear"
+    lora_compute: str = "bf16"
+    dtype: str = "auto"
+    """dtype of the frozen base weights (training and the base/merged models' encoding)."""
+    query_prompt: str | None = None
+    document_prompt: str | None = None
+    instruction: str | None = None
+    allow_pickle: bool = False
+    trust_remote_code: bool = False
+    filter_top_k: int = 20
+    """Keep a built pair only if the base model ranks its positive in this top k (0: no rank test)."""
+    min_cosine: float | None = None
+    """Also keep a pair whose query-positive cosine reaches this; with filter_top_k 0 the only test."""
+    dedup_cosine: float = 0.95
+    """Drop a query above this cosine with a kept query of the same chunk (1: keep all)."""
     show_progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -89,8 +111,11 @@ class RunSettings:
         if self.pairs not in PAIR_BUILDERS:
             raise ConfigError(f"--pairs must be one of {', '.join(PAIR_BUILDERS)}; got {self.pairs!r}")
         _check_ints(self)
-        if self.qlora and self.full:
-            raise ConfigError("--qlora and --full exclude each other (4-bit weights cannot be trained fully)")
+        _check_filter(self)
+        if until is None:
+            check_training_options(self)
+        else:
+            check_load_options(self)
         if self.labels is not None and self.queries is None:
             raise ConfigError("--labels needs --queries (the JSONL file with the text of the labelled queries)")
         if self.queries is not None and self.labels is None and self.eval_labels is None:
@@ -126,6 +151,9 @@ class RunSettings:
             if isinstance(value, os.PathLike):
                 out[key] = str(value)
         out["export"] = list(self.export)
+        for key in ("matryoshka_dims", "lora_target_modules"):
+            if isinstance(out[key], tuple):
+                out[key] = list(out[key])
         out["builder"] = self.builder
         out.pop("show_progress")
         out.pop("extra")
@@ -175,3 +203,16 @@ def _check_ints(s: RunSettings) -> None:
         raise ConfigError(f"--eval-fraction must be between 0 and 1 (exclusive), got {s.eval_fraction!r}")
     if not s.learning_rate > 0:
         raise ConfigError(f"--lr must be > 0, got {s.learning_rate!r}")
+
+
+def _check_filter(s: RunSettings) -> None:
+    if isinstance(s.filter_top_k, bool) or not isinstance(s.filter_top_k, int) or s.filter_top_k < 0:
+        raise ConfigError(f"--filter-top-k must be an integer >= 0 (0: no rank test), got {s.filter_top_k!r}")
+    for flag, value in (("--min-cosine", s.min_cosine), ("--dedup-cosine", s.dedup_cosine)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not -1.0 <= value <= 1.0):
+            raise ConfigError(f"{flag} must be a number between -1 and 1, got {value!r}")
+    if s.dedup_cosine is None:
+        raise ConfigError("--dedup-cosine must be a number between -1 and 1 (1 keeps near-duplicates)")
+    if s.min_cosine is not None and s.builder == "labels":
+        raise ConfigError("--min-cosine filters built pairs; the labels pair builder keeps your labels as given")

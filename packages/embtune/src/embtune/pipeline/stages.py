@@ -21,8 +21,8 @@ import numpy as np
 
 from embtune.errors import ConfigError, DataFormatError, EmbtuneError
 from embtune.pipeline import corpus_api, labels
-from embtune.pipeline.records import (CHUNK_FIELDS, EVAL_FIELDS, ChunkTexts, as_record, read_chunks, read_pairs,
-                                      write_jsonl)
+from embtune.pipeline.records import (CHUNK_FIELDS, EVAL_FIELDS, EVAL_OPTIONAL, ChunkTexts, as_record, read_chunks,
+                                      read_pairs, write_jsonl)
 from embtune.utils.atomic import atomic_file
 
 if TYPE_CHECKING:
@@ -32,8 +32,6 @@ if TYPE_CHECKING:
 EMBEDDINGS = "work/chunk_embeddings.npy"
 BUILT = "work/pairs.built.jsonl"
 SPLIT = "work/pairs.split.jsonl"
-FILTER_TOP_K = 20
-DEDUP_COSINE = 0.95
 NEGATIVES_SKIP_TOP = 3
 NEGATIVES_MARGIN = 0.05
 KEEP_SHARE = 0.75
@@ -46,11 +44,12 @@ def model_source(name: str | None) -> str:
     return resolve_model(name)
 
 
-def load_inference_model(source: str, max_seq_length: int | None):
-    """Load ``source`` for encoding only (eval mode, no gradients)."""
+def load_inference_model(source: str, **options: Any):
+    """Load ``source`` for encoding only (eval mode, no gradients); ``options`` are further keyword
+    arguments of ``FastSentenceTransformer.from_pretrained`` (``pipeline.training.load_options``)."""
     from embtune.models import FastSentenceTransformer
 
-    return FastSentenceTransformer.from_pretrained(source, max_seq_length=max_seq_length, for_inference=True)
+    return FastSentenceTransformer.from_pretrained(source, for_inference=True, **options)
 
 
 def load_embeddings(path: Path) -> np.ndarray:
@@ -120,8 +119,9 @@ def embed_stage(chunks_path: Path, out_path: Path, model: Any, show_progress: bo
 
 def pairs_stage(chunks_path: Path, emb_path: Path, out_path: Path, s: "RunSettings", model: Any) -> dict[str, Any]:
     """Build (query, positive) pairs from the chunks with the settings' builder, drop those the base
-    model does not confirm (the positive must rank in its query's top ``FILTER_TOP_K``) and queries
-    that nearly repeat another of the same chunk (cosine > ``DEDUP_COSINE``), and write ``out_path``.
+    model does not confirm (the positive must rank in its query's top ``s.filter_top_k``, or reach
+    ``s.min_cosine``) and queries that nearly repeat another of the same chunk (cosine >
+    ``s.dedup_cosine``), and write ``out_path``.
     The user's own labels are kept as given, except exact repeats (SciFact, for one, labels claims and
     their negations, whose embeddings are near-identical, against the same abstract).
 
@@ -135,8 +135,9 @@ def pairs_stage(chunks_path: Path, emb_path: Path, out_path: Path, s: "RunSettin
         raise EmbtuneError(f"the {builder} pair builder produced no pairs from {len(chunks)} chunks; the corpus may "
                            "be too small or have too little text", path=s.corpus)
     labelled = builder == "labels"
-    kept, stats = corpus_api.filter_pairs(pairs, model, chunks, None if labelled else FILTER_TOP_K,
-                                          None if labelled else DEDUP_COSINE, emb, s.show_progress)
+    kept, stats = corpus_api.filter_pairs(pairs, model, chunks, None if labelled else (s.filter_top_k or None),
+                                          None if labelled else s.dedup_cosine, emb, s.show_progress,
+                                          min_cosine=None if labelled else s.min_cosine)
     if not kept:
         raise EmbtuneError(f"no pair survived the consistency filter (of {len(pairs)} built); the corpus may be "
                            "too small or too repetitive", path=s.corpus)
@@ -179,7 +180,7 @@ def split_stage(pairs_path: Path, chunks_path: Path, train_path: Path, eval_path
         raise EmbtuneError("no training pair left after holding out the evaluation documents (add documents or "
                            "lower --eval-fraction)", path=s.corpus)
     write_jsonl(train_path, train_pairs)
-    write_jsonl(eval_path, (as_record(q, EVAL_FIELDS) for q in eval_records))
+    write_jsonl(eval_path, (as_record(q, EVAL_FIELDS, EVAL_OPTIONAL) for q in eval_records))
     return {"train_pairs": len(train_pairs), "eval_queries": len(eval_records), "eval_source": source,
             "held_out_documents": held_out, "eval_queries_without_chunks": dropped}
 
@@ -264,7 +265,8 @@ def data_stages(pipe: "Pipeline") -> dict[str, Any]:
     info["pairs"] = pipe.stage(
         "pairs", {"chunks": chunks, "embeddings": emb, "model": model_key, **label_inputs},
         {"builder": s.builder, "seed": s.seed, "llm_url": s.llm_url, "llm_model": s.llm_model,
-         "top_k": FILTER_TOP_K, "dedup_cosine": DEDUP_COSINE, "labels_kept_as_given": True, **seq},
+         "top_k": s.filter_top_k, "dedup_cosine": s.dedup_cosine, "labels_kept_as_given": True, **seq,
+         **({"min_cosine": s.min_cosine} if s.min_cosine is not None else {})},
         [BUILT], lambda: pairs_stage(chunks, emb, built, s, pipe.base_model()))
     split_inputs: dict[str, Path] = {"pairs": built, "chunks": chunks}
     if s.eval_labels is not None:

@@ -55,14 +55,15 @@ def eval_stage(model: Any, chunks_path: Path, eval_path: Path, emb_path: Path, o
 
 
 def train_settings(s: "RunSettings", train_pairs: int) -> "TrainSettings":
-    """The TrainSettings of a from-corpus run (loss points spread over ~40 log entries)."""
+    """The TrainSettings of a from-corpus run: every TrainSettings field that RunSettings has too (same
+    name, same meaning), and loss points spread over ~40 log entries."""
+    from dataclasses import fields
+
     from embtune.pipeline.training import TrainSettings
 
     steps = s.max_steps or math.ceil(train_pairs / s.batch_size) * s.epochs
-    return TrainSettings(model=s.model, epochs=s.epochs, max_steps=s.max_steps, batch_size=s.batch_size,
-                         learning_rate=s.learning_rate, lora_r=s.lora_r, qlora=s.qlora, full=s.full, seed=s.seed,
-                         save_steps=s.save_steps, logging_steps=max(1, steps // LOSS_POINTS),
-                         max_seq_length=s.max_seq_length, show_progress=s.show_progress)
+    shared = {f.name: getattr(s, f.name) for f in fields(TrainSettings) if hasattr(s, f.name)}
+    return TrainSettings(**{**shared, "logging_steps": max(1, steps // LOSS_POINTS)})
 
 
 def train_stage(pairs_path: Path, run_dir: Path, settings: "TrainSettings") -> dict[str, Any]:
@@ -123,7 +124,8 @@ def model_stages(pipe: "Pipeline") -> dict[str, Any]:
         "baseline", {"chunks": chunks, "eval": evals, "embeddings": emb, "model": model_key}, evaluation, [BEFORE],
         lambda: eval_stage(pipe.base_model(), chunks, evals, emb, pipe.path(BEFORE), level, s.show_progress))
     pipe.release_model()  # free the inference copy before training
-    n_pairs = sum(1 for line in pairs.open("rb") if line.strip())
+    with pairs.open("rb") as fh:
+        n_pairs = sum(1 for line in fh if line.strip())
     ts = train_settings(s, n_pairs)
     weights = pipe.path(ts.weights_folder())
     train_keys = {k: v for k, v in vars(ts).items() if k not in ("show_progress", "save_steps")}

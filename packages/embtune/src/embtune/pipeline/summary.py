@@ -11,7 +11,7 @@ def make_console(quiet: bool = False):
     """A rich Console on stderr (stdout stays free for machine-readable output); ``quiet`` silences it."""
     from rich.console import Console
 
-    return Console(stderr=True, quiet=quiet, highlight=False)
+    return Console(stderr=True, quiet=quiet, highlight=False, soft_wrap=True)
 
 
 def quiet_libraries() -> None:
