@@ -20,6 +20,13 @@ def tiny_folder(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
+def tiny_decoder_folder(tmp_path_factory) -> str:
+    """A plain HF folder of a tiny random Qwen3 (decoder): loaded by embtune with the default
+    instruction as its query prompt."""
+    return str(tiny_backbone(tmp_path_factory.mktemp("tiny-qwen3"), "qwen3"))
+
+
+@pytest.fixture(scope="session")
 def tiny_st(tmp_path_factory):
     """An in-memory tiny SentenceTransformer with distinct query/document prompts."""
     return build_tiny_st(tmp_path_factory.mktemp("tiny-st"), "bert", prompts=dict(PROMPTS))

@@ -7,6 +7,11 @@ from pathlib import Path
 
 from tiny_models import scifact_dir
 
+#: A SciFact task description, and the Qwen3-Embedding query prompt it gives (written out, so the tests
+#: check ``embtune.models.architectures.instruction_prompt`` rather than reuse it).
+TASK = "Given a scientific claim, retrieve abstracts that support or refute it"
+INSTRUCTED = f"Instruct: {TASK}\nQuery: "
+
 
 @dataclass
 class Slice:

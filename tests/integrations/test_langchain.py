@@ -15,11 +15,14 @@ from langchain_core.vectorstores import InMemoryVectorStore  # noqa: E402
 from langchain_tests.integration_tests import EmbeddingsIntegrationTests  # noqa: E402
 from langchain_tests.unit_tests import EmbeddingsUnitTests  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
+from integration_data import INSTRUCTED, TASK  # noqa: E402
 from tiny_models import tiny_backbone  # noqa: E402
 
 import embtune_langchain  # noqa: E402
 from embtune.errors import EmbtuneError  # noqa: E402
 from embtune.eval import evaluate_retrieval  # noqa: E402
+from embtune.models.architectures import DEFAULT_QUERY_TASK, instruction_prompt  # noqa: E402
+from embtune.models.inference import truncate_normalize  # noqa: E402
 from embtune_langchain import (EmbtuneEmbeddings, documents_to_chunks, evaluate_retriever,  # noqa: E402
                                pairs_from_documents, training_data)
 
@@ -83,6 +86,54 @@ def test_prompts_are_applied_and_options_work(tiny_st):
         EmbtuneEmbeddings(model=tiny_st, not_an_option=1)
     with pytest.raises(ValidationError):
         EmbtuneEmbeddings(model=tiny_st, batch_size=0)
+
+
+def test_query_prompt_is_the_models_own_or_the_one_given(tiny_st):
+    text = "Vitamin D deficiency and bone density"
+    for kwargs, prompt in (({}, "query: "), ({"query_prompt": "search_query: "}, "search_query: "),
+                           ({"query_prompt": ""}, ""), ({"instruction": TASK}, INSTRUCTED)):
+        emb = EmbtuneEmbeddings(model=tiny_st, **kwargs)
+        expected = tiny_st.encode(text, prompt=prompt, normalize_embeddings=True)
+        np.testing.assert_allclose(emb.embed_query(text), expected, atol=1e-5, err_msg=str(kwargs))
+    emb = EmbtuneEmbeddings(model=tiny_st, instruction=TASK, document_prompt="")
+    assert emb.effective_query_prompt == INSTRUCTED
+    plain = tiny_st.encode(text, normalize_embeddings=True)  # document_prompt="" drops "passage: "
+    np.testing.assert_allclose(emb.embed_documents([text])[0], plain, atol=1e-5)
+    with pytest.raises(ValidationError, match="not both"):
+        EmbtuneEmbeddings(model=tiny_st, query_prompt="q: ", instruction=TASK)
+    with pytest.raises(ValidationError):
+        EmbtuneEmbeddings(model=tiny_st, instruction="")
+
+
+def test_instruction_reaches_a_langchain_vector_store(tiny_st, small_task):
+    """InMemoryVectorStore scores = cosine of ST's encode with the instruction (query) and the
+    model's "passage: " prompt (documents)."""
+    texts = list(small_task.corpus.values())[:6]
+    query = next(iter(small_task.queries.values()))
+    store = InMemoryVectorStore(embedding=EmbtuneEmbeddings(model=tiny_st, instruction=TASK))
+    store.add_texts(texts, ids=[str(i) for i in range(len(texts))])
+    hits = store.similarity_search_with_score(query, k=len(texts))
+    q = tiny_st.encode(query, prompt=INSTRUCTED, normalize_embeddings=True)
+    d = tiny_st.encode(texts, prompt="passage: ", normalize_embeddings=True)
+    expected = {str(i): float(d[i] @ q) for i in range(len(texts))}
+    assert {doc.id: score for doc, score in hits} == pytest.approx(expected, abs=1e-5)
+    plain = tiny_st.encode(query, prompt="query: ", normalize_embeddings=True)
+    assert float(np.abs(d @ plain - d @ q).max()) > 1e-3  # the instruction changed the scores
+
+
+def test_decoder_gets_its_default_instruction(tiny_decoder_folder):
+    """A plain decoder folder loads with embtune's default instruction as its query prompt. (The model
+    may run in bf16: ST's vectors are normalised in float32 here, as EmbtuneEmbeddings does.)"""
+    text = "Vitamin D deficiency and bone density"
+    emb = EmbtuneEmbeddings(model=tiny_decoder_folder, device="cpu")
+    st = emb.client
+    default = instruction_prompt(DEFAULT_QUERY_TASK)
+    assert st.prompts["query"] == default
+    expected = truncate_normalize(st.encode([text], prompt=default))[0]
+    np.testing.assert_allclose(emb.embed_query(text), expected, atol=1e-6)
+    instructed = EmbtuneEmbeddings(model=st, instruction=TASK)
+    np.testing.assert_allclose(instructed.embed_query(text),
+                               truncate_normalize(st.encode([text], prompt=INSTRUCTED))[0], atol=1e-6)
 
 
 def _documents(task) -> list[Document]:

@@ -12,6 +12,7 @@ import pytest
 
 pytest.importorskip("llama_index.core")
 
+from integration_data import INSTRUCTED, TASK  # noqa: E402
 from llama_index.core import Document, Settings, VectorStoreIndex  # noqa: E402
 from llama_index.core.base.embeddings.base import BaseEmbedding  # noqa: E402
 from llama_index.core.evaluation import RetrieverEvaluator  # noqa: E402
@@ -20,6 +21,8 @@ from llama_index.core.node_parser import MarkdownNodeParser  # noqa: E402
 import embtune_llamaindex  # noqa: E402
 from embtune.errors import DataFormatError  # noqa: E402
 from embtune.eval import evaluate_retrieval  # noqa: E402
+from embtune.models.architectures import DEFAULT_QUERY_TASK, instruction_prompt  # noqa: E402
+from embtune.models.inference import truncate_normalize  # noqa: E402
 from embtune_llamaindex import (EmbtuneEmbedding, QADataset, corpus_to_nodes, evaluate_retriever,  # noqa: E402
                                 nodes_to_chunks, pairs_from_nodes, read_qa_dataset, training_data,
                                 write_qa_dataset)
@@ -52,6 +55,52 @@ def test_query_and_text_prompts_batches_and_async(tiny_st):
     plain = EmbtuneEmbedding(tiny_st, query_prompt="", truncate_dim=32)
     vec = plain.get_query_embedding(texts[0])
     assert len(vec) == 32 and np.linalg.norm(vec) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_query_prompt_is_the_models_own_or_the_one_given(tiny_st):
+    text = "Vitamin D deficiency and bone density"
+    for kwargs, prompt in (({}, "query: "), ({"query_prompt": "search_query: "}, "search_query: "),
+                           ({"query_prompt": ""}, ""), ({"instruction": TASK}, INSTRUCTED)):
+        emb = EmbtuneEmbedding(tiny_st, **kwargs)
+        expected = tiny_st.encode(text, prompt=prompt, normalize_embeddings=True)
+        np.testing.assert_allclose(emb.get_query_embedding(text), expected, atol=1e-5, err_msg=str(kwargs))
+    emb = EmbtuneEmbedding(tiny_st, instruction=TASK, document_prompt="doc: ")
+    assert emb.effective_query_prompt == INSTRUCTED
+    np.testing.assert_allclose(emb.get_text_embedding(text),
+                               tiny_st.encode(text, prompt="doc: ", normalize_embeddings=True), atol=1e-5)
+    with pytest.raises(ValueError, match="not both"):
+        EmbtuneEmbedding(tiny_st, query_prompt="q: ", instruction=TASK)
+    with pytest.raises(ValueError):
+        EmbtuneEmbedding(tiny_st, instruction="")
+
+
+def test_instruction_reaches_a_vector_store_index(tiny_st, small_task):
+    """A VectorStoreIndex retriever's scores = cosine of ST's encode with the instruction (query) and
+    the model's "passage: " prompt (node texts)."""
+    corpus = dict(list(small_task.corpus.items())[:6])
+    query = next(iter(small_task.queries.values()))
+    index = VectorStoreIndex(corpus_to_nodes(corpus), embed_model=EmbtuneEmbedding(tiny_st, instruction=TASK))
+    hits = index.as_retriever(similarity_top_k=len(corpus)).retrieve(query)
+    q = tiny_st.encode(query, prompt=INSTRUCTED, normalize_embeddings=True)
+    d = tiny_st.encode(list(corpus.values()), prompt="passage: ", normalize_embeddings=True)
+    expected = {doc_id: float(d[i] @ q) for i, doc_id in enumerate(corpus)}
+    assert {hit.node.node_id: hit.score for hit in hits} == pytest.approx(expected, abs=1e-5)
+    plain = tiny_st.encode(query, prompt="query: ", normalize_embeddings=True)
+    assert float(np.abs(d @ plain - d @ q).max()) > 1e-3  # the instruction changed the scores
+
+
+def test_decoder_gets_its_default_instruction(tiny_decoder_folder):
+    """A plain decoder folder loads with embtune's default instruction as its query prompt (vectors of
+    a bf16 model are normalised in float32, as EmbtuneEmbedding does)."""
+    text = "Vitamin D deficiency and bone density"
+    emb = EmbtuneEmbedding(tiny_decoder_folder, device="cpu")
+    default = instruction_prompt(DEFAULT_QUERY_TASK)
+    assert emb.client.prompts["query"] == default
+    expected = truncate_normalize(emb.client.encode([text], prompt=default))[0]
+    np.testing.assert_allclose(emb.get_query_embedding(text), expected, atol=1e-6)
+    instructed = EmbtuneEmbedding(emb.client, instruction=TASK)
+    expected = truncate_normalize(emb.client.encode([text], prompt=INSTRUCTED))[0]
+    np.testing.assert_allclose(instructed.get_query_embedding(text), expected, atol=1e-6)
 
 
 def test_vector_store_index_retrieves_and_metrics_agree(minilm, small_task):

@@ -13,7 +13,7 @@ how much of the exact neighbour set the approximate index finds (1.0 for ``Flat`
   ``Flat`` row equals ``embtune.eval.evaluate_retrieval`` on the same model;
 * ``hybrid`` fuses the dense top-D (D = max(100, max k)) with the BM25 top-D by reciprocal rank
   fusion; its ``recall_vs_exact`` compares fusion over the index with fusion over exact search;
-* only qrels queries with a relevant document (score >= 1) are searched; the others are counted in
+* only qrels queries with a relevant document (score > 0) are searched; the others are counted in
   ``num_queries_without_relevant``, as ``evaluate_retrieval`` does.
 """
 from __future__ import annotations
@@ -155,15 +155,16 @@ def evaluate(model: ModelLike, corpus: Mapping[str, str], queries: Mapping[str, 
     ``model``: folder, hub id, None (embedded MiniLM) or an in-memory SentenceTransformer; queries
     go through ``encode_query`` and documents through ``encode_document`` (``query_prompt`` /
     ``document_prompt`` override the saved prompts). ``corpus`` doc id → text, ``queries`` query id
-    → text, ``qrels`` query id → {doc id: score}. ``hybrid`` adds BM25 + dense RRF rows. Returns the
-    rows of ``evaluate_embeddings``, each also carrying ``num_queries_without_relevant``.
+    → text, ``qrels`` query id → {doc id: integer score} (graded: > 0 relevant, nDCG weighs it).
+    ``hybrid`` adds BM25 + dense RRF rows. Returns the rows of ``evaluate_embeddings``, each also
+    carrying ``num_queries_without_relevant``.
     """
     ks = check_ks(ks)
     if not corpus:
         raise EmbtuneError("corpus is empty")
     qids, without = judged_queries(corpus, queries, qrels)
     if not qids:
-        raise EmbtuneError("no query in qrels has a relevant document (score >= 1); nothing to evaluate")
+        raise EmbtuneError("no query in qrels has a relevant document (score > 0); nothing to evaluate")
     st = load_inference_model(model)
     _check_dims(dims, embedding_dim(st))
     doc_ids = list(corpus)

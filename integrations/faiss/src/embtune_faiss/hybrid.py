@@ -15,7 +15,7 @@ try:
     import bm25s
     from bm25s.tokenization import Tokenizer
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError("hybrid search needs bm25s: pip install 'embtune[faiss]'") from exc
+    raise ImportError("hybrid search needs bm25s: pip install bm25s") from exc
 
 RRF_K = 60
 

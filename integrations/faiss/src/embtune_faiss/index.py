@@ -32,7 +32,7 @@ import numpy as np
 try:
     import faiss
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError("embtune_faiss needs faiss: pip install 'embtune[faiss]'") from exc
+    raise ImportError("embtune_faiss needs faiss: pip install faiss-cpu") from exc
 
 from embtune.errors import ConfigError, DataFormatError, EmbtuneError
 from embtune.models.inference import (ModelLike, encode_texts, load_inference_model, model_reference,

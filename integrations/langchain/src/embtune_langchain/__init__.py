@@ -6,7 +6,7 @@
   builders as ``embtune from-corpus`` → data for ``embtune.train``;
 * ``evaluate_retriever``: recall@k, MRR, nDCG... of any retriever against qrels.
 
-Needs ``pip install 'embtune[langchain]'``.
+Needs ``pip install embtune-langchain``.
 """
 from embtune_langchain.documents import documents_to_chunks, pairs_from_documents, training_data
 from embtune_langchain.embeddings import EmbtuneEmbeddings

@@ -17,7 +17,7 @@ from typing import Any, Iterable
 try:
     from langchain_core.documents import Document
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError("embtune_langchain needs langchain-core: pip install 'embtune[langchain]'") from exc
+    raise ImportError("embtune_langchain needs langchain-core: pip install langchain-core") from exc
 
 from embtune.corpus.types import Chunk
 from embtune.interop import build_pairs, check_unique_ids, make_chunk, pairs_to_training_data

@@ -2,7 +2,10 @@
 
 Unlike ``HuggingFaceEmbeddings``, queries go through ``encode_query`` and documents through
 ``encode_document``, so the query/document prompts saved with a fine-tuned model are applied
-without extra kwargs; texts are not rewritten (no newline replacement); no process pool is started.
+without extra kwargs (e5's ``"query: "``, a Qwen3-Embedding instruction...); ``query_prompt`` /
+``document_prompt`` replace them and ``instruction`` sets the query prompt
+``"Instruct: {instruction}\\nQuery: "`` (``embtune.models.architectures.instruction_prompt``). Texts
+are not rewritten (no newline replacement); no process pool is started.
 """
 from __future__ import annotations
 
@@ -13,10 +16,11 @@ try:
     from langchain_core.embeddings import Embeddings
     from langchain_core.runnables.config import run_in_executor
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError("embtune_langchain needs langchain-core: pip install 'embtune[langchain]'") from exc
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+    raise ImportError("embtune_langchain needs langchain-core: pip install langchain-core") from exc
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 from sentence_transformers import SentenceTransformer
 
+from embtune.models.architectures import instruction_prompt
 from embtune.models.inference import encode_texts, load_inference_model, model_reference
 
 
@@ -24,7 +28,7 @@ class EmbtuneEmbeddings(BaseModel, Embeddings):
     """LangChain embeddings backed by a fine-tuned embtune model.
 
     Setup:
-        ``pip install 'embtune[langchain]'``
+        ``pip install embtune-langchain``
 
     Key init args:
         model: folder (merged model, LoRA adapter folder, plain HF model), hub id, an in-memory
@@ -32,7 +36,10 @@ class EmbtuneEmbeddings(BaseModel, Embeddings):
             all-MiniLM-L6-v2.
         batch_size: texts per forward pass.
         normalize: L2-normalise the vectors (cosine = dot product).
-        query_prompt / document_prompt: replace the model's saved prompts ("" for none).
+        query_prompt / document_prompt: replace the model's saved prompts ("" for none); by
+            default the model's own apply (e5: ``"query: "`` / ``"passage: "``).
+        instruction: a task description; queries then get ``"Instruct: {instruction}\\nQuery: "``
+            (Qwen3-Embedding style). Excludes ``query_prompt``.
         truncate_dim: keep the first dims of each vector (Matryoshka), re-normalised.
 
     Instantiate:
@@ -58,8 +65,12 @@ class EmbtuneEmbeddings(BaseModel, Embeddings):
                        description="Folder, hub id, SentenceTransformer, or None (embedded MiniLM).")
     batch_size: int = Field(default=32, gt=0, description="Texts per forward pass.")
     normalize: bool = Field(default=True, description="L2-normalise the embeddings.")
-    query_prompt: Optional[str] = Field(default=None, description="Replaces the model's query prompt.")
-    document_prompt: Optional[str] = Field(default=None, description="Replaces the model's document prompt.")
+    query_prompt: Optional[str] = Field(default=None,
+                                        description="Replaces the model's query prompt ('' for none).")
+    document_prompt: Optional[str] = Field(default=None,
+                                           description="Replaces the model's document prompt ('' for none).")
+    instruction: Optional[str] = Field(default=None, min_length=1,
+                                       description="Task: queries get 'Instruct: {task}\\nQuery: '.")
     truncate_dim: Optional[int] = Field(default=None, gt=0, description="Matryoshka: keep the first dims.")
     device: Optional[str] = Field(default=None, description="cpu, cuda, ... (default: CUDA when available).")
     max_seq_length: Optional[int] = Field(default=None, gt=0,
@@ -67,6 +78,15 @@ class EmbtuneEmbeddings(BaseModel, Embeddings):
     show_progress: bool = Field(default=False, description="Show a progress bar while encoding.")
 
     _client: SentenceTransformer = PrivateAttr()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_query_prompt(cls, data: Any) -> Any:
+        """Refuse ``query_prompt`` together with ``instruction`` (both set the query prompt), before
+        the model is loaded."""
+        if isinstance(data, dict) and None not in (data.get("query_prompt"), data.get("instruction")):
+            raise ValueError("give query_prompt or instruction, not both")
+        return data
 
     def model_post_init(self, __context: Any) -> None:
         """Load the model once (names and folders via ``FastSentenceTransformer.from_pretrained``)."""
@@ -86,8 +106,14 @@ class EmbtuneEmbeddings(BaseModel, Embeddings):
         """Folder or hub id of the model (None for an in-memory model)."""
         return model_reference(self.model)
 
+    @property
+    def effective_query_prompt(self) -> Optional[str]:
+        """The prompt that replaces the model's query prompt: from ``instruction`` or ``query_prompt``;
+        None keeps the model's own."""
+        return instruction_prompt(self.instruction) if self.instruction is not None else self.query_prompt
+
     def _embed(self, texts: list[str], kind: str) -> list[list[float]]:
-        prompt = self.query_prompt if kind == "query" else self.document_prompt
+        prompt = self.effective_query_prompt if kind == "query" else self.document_prompt
         emb = encode_texts(self._client, texts, kind, batch_size=self.batch_size, normalize=self.normalize,
                            prompt=prompt, truncate_dim=self.truncate_dim, show_progress=self.show_progress)
         return emb.tolist()

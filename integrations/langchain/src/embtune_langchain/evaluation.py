@@ -13,7 +13,7 @@ from typing import Any, Iterable, Mapping
 try:
     from langchain_core.documents import Document
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError("embtune_langchain needs langchain-core: pip install 'embtune[langchain]'") from exc
+    raise ImportError("embtune_langchain needs langchain-core: pip install langchain-core") from exc
 
 from embtune.errors import EmbtuneError
 from embtune.interop import DEFAULT_KS, judged_queries, score_rankings
@@ -34,7 +34,7 @@ def evaluate_retriever(retriever: Any, queries: Mapping[str, str], qrels: Mappin
                        max_concurrency: int | None = None) -> dict[str, float]:
     """Metrics of ``retriever`` (a ``BaseRetriever`` or any Runnable from str to list[Document]).
 
-    ``queries`` query id → text, ``qrels`` query id → {doc id: score >= 1 relevant}, ``ks`` the
+    ``queries`` query id → text, ``qrels`` query id → {doc id: graded score, > 0 relevant}, ``ks`` the
     cutoffs. Returns ``{"hit_rate@k", "precision@k", "recall@k", "mrr@k", "ndcg@k", "map@k",
     "num_queries", "num_queries_without_relevant"}``. ``max_concurrency`` caps the threads of
     ``retriever.batch``. EmbtuneError for qrels naming unknown queries or documents without an id.

@@ -7,7 +7,7 @@
   ``EmbeddingQAFinetuneDataset`` JSON ↔ training pairs and BEIR-like evaluation data;
 * ``evaluate_retriever``: hit rate, MRR, recall@k, nDCG... of a retriever.
 
-Needs ``pip install 'embtune[llamaindex]'``.
+Needs ``pip install embtune-llamaindex``.
 """
 from embtune_llamaindex.embedding import EmbtuneEmbedding
 from embtune_llamaindex.evaluation import evaluate_retriever, node_id

@@ -13,7 +13,7 @@ from typing import Any, Iterable, Mapping
 try:
     from llama_index.core.schema import NodeWithScore
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError("embtune_llamaindex needs llama-index-core: pip install 'embtune[llamaindex]'") from exc
+    raise ImportError("embtune_llamaindex needs llama-index-core: pip install llama-index-core") from exc
 
 from embtune.errors import EmbtuneError
 from embtune.interop import DEFAULT_KS, judged_queries, score_rankings

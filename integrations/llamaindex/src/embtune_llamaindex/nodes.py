@@ -13,7 +13,7 @@ from typing import Any, Iterable, Mapping
 try:
     from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, TextNode
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError("embtune_llamaindex needs llama-index-core: pip install 'embtune[llamaindex]'") from exc
+    raise ImportError("embtune_llamaindex needs llama-index-core: pip install llama-index-core") from exc
 
 from embtune.corpus.types import Chunk
 from embtune.interop import build_pairs, check_unique_ids, make_chunk, pairs_to_training_data

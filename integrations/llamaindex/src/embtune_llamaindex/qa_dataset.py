@@ -111,9 +111,9 @@ class QADataset:
     @classmethod
     def from_beir(cls, corpus: Mapping[str, str], queries: Mapping[str, str],
                   qrels: Mapping[str, Mapping[str, int]]) -> "QADataset":
-        """A dataset from BEIR-style data: relevant nodes are the qrels docs with score >= 1; only
-        queries with at least one are kept."""
-        relevant = {q: [d for d, s in docs.items() if s >= 1] for q, docs in qrels.items()}
+        """A dataset from BEIR-style data: relevant nodes are the qrels docs with score > 0 (LlamaIndex
+        relevance is binary, so grades are not kept); only queries with at least one are kept."""
+        relevant = {q: [d for d, s in docs.items() if s > 0] for q, docs in qrels.items()}
         relevant = {q: docs for q, docs in relevant.items() if docs}
         return cls(queries={q: queries[q] for q in relevant}, corpus=dict(corpus), relevant_docs=relevant)
 

@@ -3,7 +3,8 @@
 The corpus and queries are encoded once; every ``--index`` (a FAISS factory string, repeatable),
 every ``--dims`` (Matryoshka truncation) and, with ``--hybrid``, BM25 + dense fusion gives a row.
 ``--json`` prints ONE JSON list of rows ``{"index", "dims", "method", "ndcg@10", "recall@10",
-"mrr@10", "map@100", "recall_vs_exact@10"}``. Needs the faiss extra (``pip install 'embtune[faiss]'``).
+"mrr@10", "map@100", "recall_vs_exact@10"}``. Needs the embtune-faiss package (``pip install embtune-faiss``
+or ``'embtune[faiss]'``), imported only when the command runs: the core never imports an integration.
 """
 from __future__ import annotations
 
@@ -52,7 +53,8 @@ def eval_command(model, data_dir, split, indexes, dims, hybrid, search_params, b
     try:
         from embtune_faiss.evaluation import JSON_KEYS, ROW_KEYS, evaluate, rows_table
     except ImportError as exc:
-        raise EmbtuneError(f"{exc} (embtune eval searches through FAISS)") from None
+        raise EmbtuneError("embtune eval searches through FAISS indexes and needs the embtune-faiss package: "
+                           f"pip install embtune-faiss ({exc})") from None
 
     dim_list = parse_dims(dims)
     data = load_beir(data_dir)
