@@ -5,12 +5,12 @@ shows the traceback instead. Commands parse options and call one library functio
 """
 from __future__ import annotations
 
-import logging
 import os
 
 import click
 
 from embtune import __version__
+from embtune.cli.output import configure_cli_output
 from embtune.errors import EmbtuneError
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -40,23 +40,22 @@ class EmbtuneGroup(click.Group):
 
 @click.group(cls=EmbtuneGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="embtune")
-@click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
+@click.option("--debug", is_flag=True,
+              help="Show full tracebacks and every library's warnings, logs and progress bars.")
 @click.option("-v", "--verbose", is_flag=True, help="Log what embtune decides (dtype, pooling, targets).")
 def main(debug: bool, verbose: bool) -> None:
     """Fine-tune an embedding model on your documents and prove retrieval got better."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
-    if not verbose:
-        # bitsandbytes warns at import that an optional hub-fetched CPU kernel is absent; offline
-        # that is expected and says nothing about the user's run.
-        logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    configure_cli_output(debug=debug, verbose=verbose)
 
 
 def _register() -> None:
     from embtune.cli.eval_cmd import eval_command
     from embtune.cli.export_cmd import export_command
+    from embtune.cli.flags import flags_command
     from embtune.cli.from_corpus_cmd import from_corpus_command
     from embtune.cli.merge_cmd import merge_command
     from embtune.cli.pairs_cmd import pairs_command
+    from embtune.cli.push_cmd import push_command
     from embtune.cli.train_cmd import train_command
 
     main.add_command(from_corpus_command)
@@ -65,6 +64,8 @@ def _register() -> None:
     main.add_command(eval_command)
     main.add_command(merge_command)
     main.add_command(export_command)
+    main.add_command(push_command)
+    main.add_command(flags_command)
 
 
 _register()

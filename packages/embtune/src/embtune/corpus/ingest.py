@@ -80,7 +80,15 @@ def read_file(path: Path, rel: str, warn: Callable[[str], None]) -> list[Documen
     """Documents of one supported file (see the module docstring); ``[]`` when it is skipped."""
     suffix = path.suffix.lower()
     if suffix == ".pdf":
-        docs = readers.read_pdf(path, rel, warn)
+        said_skipped = []
+
+        def warn_pdf(message: str) -> None:
+            said_skipped.append(message.startswith(f"skipped {rel}:"))
+            warn(message)
+
+        docs = readers.read_pdf(path, rel, warn_pdf)
+        if any(said_skipped):  # the reader said why the whole file was skipped; once is enough
+            return []
     else:
         try:
             raw = path.read_bytes()
