@@ -49,7 +49,8 @@ llama-cpp:
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/embtune from-corpus examples/sample_corpus --out $(DEMO_OUT) --max-steps 10 --batch-size 16 --lr 1e-3 $(DEMO_ARGS)
+	$(BIN)/embtune from-corpus examples/sample_corpus --out $(DEMO_OUT) --max-steps 10 --batch-size 16 --lr 1e-3 \
+		--eval-labels examples/sample_questions/qrels.tsv --queries examples/sample_questions/queries.jsonl $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests -q -m "not slow" -p no:cacheprovider

@@ -91,3 +91,32 @@ def test_embtune_warnings_are_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     lines = _lines(proc.stderr)
     assert lines and all(line.startswith("embtune: warning: ") for line in lines), proc.stderr
+
+
+_IMPORTS_AFTER_BAD_INPUT = """
+import sys
+from embtune.cli import main
+sys.argv = ["embtune", *{args!r}]
+try:
+    main()
+except SystemExit as exc:
+    code = exc.code
+heavy = sorted(m for m in ("torch", "bitsandbytes", "triton", "onnx", "onnxruntime", "peft", "transformers")
+               if m in sys.modules)
+print(code, ",".join(heavy))
+"""
+
+
+@pytest.mark.parametrize("args", [
+    ["from-corpus", "{tmp}/missing", "--out", "{tmp}/o", "--loss", "cosent", "--lora-compute", "exact"],
+    ["train", "--data", "{tmp}/missing.jsonl", "--out", "{tmp}/o", "--loss", "triplet"],
+    ["eval", "{tmp}/missing-model", "--data", "{tmp}/missing"],
+])
+def test_bad_input_imports_no_heavy_library(tmp_path: Path, args: list[str]) -> None:
+    """A command that fails on its inputs answers before torch, PEFT, bitsandbytes, Triton or ONNX load."""
+    filled = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    proc = _run([sys.executable, "-c", _IMPORTS_AFTER_BAD_INPUT.format(args=filled)], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    code, heavy = proc.stdout.split()[0], proc.stdout.strip().partition(" ")[2]
+    assert code == "2", proc.stdout + proc.stderr
+    assert heavy == "", f"imported {heavy} before failing on bad input"

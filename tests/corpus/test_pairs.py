@@ -380,3 +380,41 @@ def test_split_errors() -> None:
 
 def test_max_tokens_for_the_real_model(minilm) -> None:
     assert max_tokens_for(minilm) == minilm.max_seq_length - 2 == 254
+
+
+def test_labels_naming_documents_without_text(tmp_path) -> None:
+    """A judged document that exists but holds no text (``empty_doc_ids``) gives no pair and no error; an
+    id that is nowhere is still a file:line error."""
+    from embtune.pairs.labels import read_label_qrels
+
+    chunks = [Chunk("c1", "d1", "text one"), Chunk("c2", "d2", "text two")]
+    queries_path, qrels_path = write_labels(tmp_path, {"q1": "one", "q2": "two"}, [("q1", "d1"), ("q2", "d2")],
+                                            extra="q2\tblank\t1\n")
+    queries = {"q1": "one", "q2": "two"}
+    with pytest.raises(DataFormatError, match="document id 'blank' is not among the ingested"):
+        LabelPairs(queries_path, qrels_path, show_progress=False).build(chunks)
+    assert read_label_qrels(qrels_path, queries, {"d1", "d2"}, {"blank"})[-1] == ("q2", "blank", 1)
+    pairs = LabelPairs(queries_path, qrels_path, show_progress=False, empty_doc_ids={"blank"}).build(chunks)
+    assert [(p.query, p.positive_id) for p in pairs] == [("one", "c1"), ("two", "c2")]
+    write_labels(tmp_path, {"q1": "one"}, [("q1", "d1")], extra="q1\tnope\t1\n")
+    with pytest.raises(DataFormatError, match=r"qrels.tsv:3: document id 'nope'"):
+        LabelPairs(queries_path, qrels_path, empty_doc_ids={"blank"}).build(chunks)
+
+
+def test_ingest_reports_documents_without_text(tmp_path) -> None:
+    from embtune.corpus.ingest import read_documents
+
+    beir = tmp_path / "beir"
+    beir.mkdir()
+    (beir / "corpus.jsonl").write_text('{"_id": "a", "text": "some text"}\n{"_id": "b", "text": ""}\n'
+                                       '{"_id": 7, "title": "t", "text": " "}\n')
+    empty: list[str] = []
+    assert [d.doc_id for d in read_documents(beir, show_progress=False, empty=empty)] == ["a"]
+    assert empty == ["b", "7"]
+    folder = tmp_path / "files"
+    folder.mkdir()
+    (folder / "full.md").write_text("# T\n\nbody\n")
+    (folder / "blank.txt").write_text("\n  \n")
+    empty = []
+    docs = read_documents(folder, warn=lambda m: None, show_progress=False, empty=empty)
+    assert [d.doc_id for d in docs] == ["full.md"] and empty == ["blank.txt"]

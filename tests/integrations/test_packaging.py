@@ -44,6 +44,11 @@ def test_core_never_imports_an_integration_at_import_time():
 def test_eval_without_embtune_faiss_names_the_package(monkeypatch, tmp_path):
     for name in ("embtune_faiss", "embtune_faiss.evaluation"):
         monkeypatch.setitem(sys.modules, name, None)  # as if embtune-faiss were not installed
+    # a valid BEIR folder: eval checks its inputs first, then needs embtune-faiss
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "corpus.jsonl").write_text('{"_id": "d1", "text": "a document"}\n')
+    (tmp_path / "queries.jsonl").write_text('{"_id": "q1", "text": "a query"}\n')
+    (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
     result = CliRunner().invoke(main, ["eval", "--data", str(tmp_path)])
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()

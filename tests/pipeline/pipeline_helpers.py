@@ -26,3 +26,19 @@ def write_corpus(folder: Path, n_docs: int = 12, start: int = 0) -> Path:
         body = "\n\n".join(p if p.endswith(".") else p + "." for p in paragraphs)
         (folder / f"doc{doc['_id']}.md").write_text(f"# {doc['title']}\n\n{body}\n", encoding="utf-8")
     return folder
+
+
+def write_plain_corpus(folder: Path, n_docs: int = 12) -> Path:
+    """Write ``n_docs`` SciFact abstracts as title-less ``.txt`` files of lower-cased words with the
+    punctuation and the stop words stripped (what scraped or OCR'd exports look like); returns the folder."""
+    import re
+
+    from embtune.pairs.heuristic import _STOPWORDS
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(scifact_dir() / "corpus.jsonl", encoding="utf-8") as fh:
+        docs = [json.loads(line) for _, line in zip(range(n_docs), fh)]
+    for doc in docs:
+        words = [w for w in re.findall(r"[a-z0-9]+", doc["text"].lower()) if w not in _STOPWORDS]
+        (folder / f"doc{doc['_id']}.txt").write_text(" ".join(words) + "\n", encoding="utf-8")
+    return folder

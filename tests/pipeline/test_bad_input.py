@@ -90,6 +90,14 @@ def _cases():
     def llm_model_without_url(tmp, corpus):
         return [str(corpus), "--llm-model", "m"], ["--llm-model needs --llm-url"]
 
+    def llm_gguf_missing_file(tmp, corpus):
+        return [str(corpus), "--llm-gguf", str(tmp / "nope.gguf")], ["--llm-gguf file does not exist", "nope.gguf"]
+
+    def llm_gguf_and_llm_url(tmp, corpus):
+        gguf = _corpus_file(tmp, "m.gguf", b"GGUF")
+        return [str(corpus), "--llm-gguf", str(gguf), "--llm-url", "http://localhost:1", "--llm-model", "m"], \
+            ["--llm-url and --llm-gguf", "give one"]
+
     def pairs_labels_without_labels(tmp, corpus):
         return [str(corpus), "--pairs", "labels"], ["--pairs labels needs --labels"]
 

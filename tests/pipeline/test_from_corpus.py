@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from pipeline_helpers import TINY_ARGS
+from pipeline_helpers import TINY_ARGS, write_plain_corpus
 
 from embtune.cli import main
 from embtune.pipeline.evaluation import REPORT_METRICS
 
-STAGES = ["chunks", "embed", "pairs", "split", "negatives", "baseline", "train", "merge", "embed_after", "after"]
+STAGES = ["chunks", "embed", "pairs", "split", "negatives", "bm25", "baseline", "train", "validation", "select", "merge",
+          "embed_after", "after"]
 
 
 def run_args(model: str, steps: int = 4) -> list[str]:
@@ -47,6 +48,12 @@ def test_outputs_rerun_skip_change_and_force(corpus, tmp_path, tiny_model):
     assert set(report["before"]) == set(REPORT_METRICS) == set(report["after"])
     assert report["counts"]["documents"] == 12 and report["counts"]["train_steps"] == 4
     assert report["settings"]["builder"] == "heuristic"
+    # the report names its evaluation source first: held-out heuristic queries are synthetic
+    md_first = (run / "report.md").read_text().splitlines()[0]
+    assert list(report)[0] == "evaluation_source" and report["evaluation"]["kind"] == "synthetic"
+    assert "synthetic queries from builder heuristic:title" in md_first and "not a measure" in md_first
+    assert md_first.endswith(report["evaluation_source"])
+    assert set(report["bm25"]) == set(REPORT_METRICS) and "| BM25 (keywords) |" in (run / "report.md").read_text()
     assert set(STAGES) <= set(report["timings"])
     assert [len(step) for step in report["loss_history"]] and report["loss_history"][-1][0] == 4
     assert "before" in first.output and "after" in first.output and str(run / "merged") in first.output
@@ -121,6 +128,9 @@ def test_labels_and_eval_labels(corpus, tmp_path, tiny_model):
         assert sorted(e["relevant"]) == sorted(c["id"] for c in chunks if c["doc_id"] == e["query_id"] + ".md")
     report = json.loads((run / "report.json").read_text())
     assert report["evaluation"]["queries"] == 4 and "qrels-" in report["evaluation"]["source"]
+    first_line = (run / "report.md").read_text().splitlines()[0]
+    assert report["evaluation"]["kind"] == "labelled" and f"your labelled queries ({test_qrels.name})" in first_line
+    assert "synthetic" not in first_line and report["evaluation_source"] in first_line
 
 
 @pytest.mark.parametrize("mode", ["--full", "--qlora"])

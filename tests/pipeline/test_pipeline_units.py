@@ -209,3 +209,93 @@ def test_evaluate_chunk_and_document_levels():
     chunk_graded = evaluate_chunks(model, chunks, graded, emb, "chunk", show_progress=False)
     # chunks a2 (1), b1 (3), a1 (1) at ranks 1-3; ideal order b1, a1/a2
     assert chunk_graded["ndcg@10"] == pytest.approx((1 + 3 / l3 + 1 / 2) / (3 + 1 / l3 + 1 / 2), abs=1e-12)
+
+
+def test_report_names_its_evaluation_source_first(tmp_path):
+    from types import SimpleNamespace
+
+    from embtune.pipeline.sources import evaluation_source
+
+    before = {"ndcg@10": 0.25, "recall@10": 0.4}
+    labelled = SimpleNamespace(eval_labels=tmp_path / "test-qrels.tsv", builder="heuristic")
+    synthetic = SimpleNamespace(eval_labels=None, builder="heuristic")
+    held_labels = SimpleNamespace(eval_labels=None, builder="labels")
+    assert evaluation_source(labelled, {}, {}) == {"kind": "labelled",
+                                                   "text": "your labelled queries (test-qrels.tsv)"}
+    assert evaluation_source(held_labels, {"builder": "labels"}, {})["kind"] == "labelled"
+    source = evaluation_source(synthetic, {"builder": "heuristic"}, {"eval_builders": ["heuristic:title"]})
+    assert source["kind"] == "synthetic" and source["text"] == ("synthetic queries from builder heuristic:title — "
+                                                                "not a measure of your users' searches")
+    keywords = evaluation_source(synthetic, {"builder": "heuristic"}, {"eval_builders": ["heuristic:keywords"]})
+    assert "copied from the text" in keywords["text"]
+    for src in (source, evaluation_source(labelled, {}, {})):
+        report = {"evaluation_source": src["text"], **build_report(before, None, evaluation={"queries": 3})}
+        first = report_markdown(report).splitlines()[0]
+        assert first == f"# embtune from-corpus report: evaluated on {src['text']}"
+        path = write_report(tmp_path, report)[0]
+        assert next(iter(json.loads(path.read_text()))) == "evaluation_source"
+
+
+def test_query_changes_and_bm25_row_in_report():
+    from embtune.pipeline.report_files import query_changes
+
+    before = {"a": {"ndcg@10": 0.0, "rank": None}, "b": {"ndcg@10": 1.0, "rank": 1},
+              "c": {"ndcg@10": 0.0, "rank": 40}, "d": {"ndcg@10": 0.5, "rank": 3}, "e": {"ndcg@10": 0.2, "rank": 9}}
+    after = {"a": {"ndcg@10": 1.0, "rank": 1}, "b": {"ndcg@10": 0.5, "rank": 3},
+             "c": {"ndcg@10": 0.0, "rank": 12}, "d": {"ndcg@10": 0.5, "rank": 3}, "e": {"ndcg@10": 0.3, "rank": 7}}
+    texts = {q: f"query {q} | with a pipe" for q in before}
+    changes = query_changes(before, after, texts, bm25={"a": {"rank": 2}})
+    # a rose most, e a little, c only below the top 10 (rank 40 -> 12); d unchanged; b got worse
+    assert [r["query_id"] for r in changes["improved"]] == ["a", "e", "c"]
+    assert [r["query_id"] for r in changes["worse"]] == ["b"]
+    assert changes["improved"][0] == {"query_id": "a", "query": "query a | with a pipe", "rank_before": None,
+                                      "rank_after": 1, "ndcg@10_before": 0.0, "ndcg@10_after": 1.0, "rank_bm25": 2}
+    assert len(query_changes(before, after, texts, n=1)["improved"]) == 1
+    metrics = {"ndcg@10": 0.5, "recall@10": 0.6}
+    report = {**build_report(metrics, metrics, evaluation={"queries": 5, "level": "chunk"}),
+              "bm25": {"ndcg@10": 0.7, "recall@10": 0.8}, "query_changes": changes}
+    md = report_markdown(report)
+    assert "| BM25 (keywords) | 0.8000 | 0.7000 |" in md
+    assert "| query a \\| with a pipe | >100 → 1 | 0.000 → 1.000 | 2 |" in md
+    assert md.index("## Queries that improved most") < md.index("## Queries that got worse")
+    skipped = report_markdown({**report, "bm25": {"skipped": "bm25s is not installed (pip install bm25s)"}})
+    assert "BM25 (keywords) |" not in skipped and "No BM25 row: bm25s is not installed" in skipped
+
+
+def test_per_query_metrics_average_to_the_means():
+    from embtune.eval.metrics import per_query_metrics, retrieval_metrics
+
+    ranked = {"1": ["x", "a", "y"], "2": ["b", "z"], "3": ["w"]}
+    qrels = {"1": {"a": 1}, "2": {"b": 2, "c": 1}, "3": {"v": 1}, "4": {"u": 0}}
+    per = per_query_metrics(ranked, qrels, (1, 10))
+    assert set(per) == {"1", "2", "3"}  # a query without a relevant document is left out, as from the means
+    assert [per[q]["rank"] for q in ("1", "2", "3")] == [2, 1, None]
+    means = retrieval_metrics(ranked, qrels, (1, 10))
+    for key in ("ndcg@10", "recall@1", "mrr@10", "map@10"):
+        assert sum(p[key] for p in per.values()) / 3 == pytest.approx(means[key])
+
+
+def test_unretrievable_labelled_documents_count_as_misses(tmp_path):
+    import numpy as np
+
+    from embtune.pipeline.evaluation import evaluate_chunks
+
+    judgements = [("1", "dA", 1), ("1", "dEmpty", 1), ("2", "dEmpty", 2)]
+    q = {"1": "q", "2": "q2"}
+    chunks = [{"id": "a1", "doc_id": "dA"}, {"id": "b1", "doc_id": "dB"}]
+    records, dropped = eval_queries_from_labels(judgements, q, chunks_by_doc(chunks), {"dEmpty"})
+    assert dropped == 0 and records == [
+        {"query_id": "1", "query": "q", "relevant": ["a1"], "unretrievable": {"dEmpty": 1}},
+        {"query_id": "2", "query": "q2", "relevant": [], "unretrievable": {"dEmpty": 2}}]
+    path = tmp_path / "eval.jsonl"
+    write_jsonl(path, [as_record(r, EVAL_FIELDS, EVAL_OPTIONAL) for r in records])
+    assert read_eval(path, {"a1", "b1"}) == records
+    write_jsonl(path, [{"query_id": "1", "query": "q", "relevant": []}])
+    with pytest.raises(DataFormatError, match=r"eval.jsonl:1: field 'relevant' is empty"):
+        read_eval(path)
+    emb = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    model = _FixedQueryModel({"q": [1.0, 0.0], "q2": [1.0, 0.0]})
+    metrics = evaluate_chunks(model, chunks, records, emb, "document", show_progress=False, per_query=True)
+    # query 1 finds dA first but never dEmpty: recall 1/2; query 2 can find nothing: 0
+    assert metrics["num_queries"] == 2 and metrics["recall@100"] == pytest.approx(0.25)
+    assert metrics["per_query"]["1"]["rank"] == 1 and metrics["per_query"]["2"]["rank"] is None

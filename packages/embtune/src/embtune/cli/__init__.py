@@ -53,6 +53,7 @@ def _register() -> None:
     from embtune.cli.export_cmd import export_command
     from embtune.cli.flags import flags_command
     from embtune.cli.from_corpus_cmd import from_corpus_command
+    from embtune.cli.label_cmd import label_command
     from embtune.cli.merge_cmd import merge_command
     from embtune.cli.pairs_cmd import pairs_command
     from embtune.cli.push_cmd import push_command
@@ -62,6 +63,7 @@ def _register() -> None:
     main.add_command(pairs_command)
     main.add_command(train_command)
     main.add_command(eval_command)
+    main.add_command(label_command)
     main.add_command(merge_command)
     main.add_command(export_command)
     main.add_command(push_command)

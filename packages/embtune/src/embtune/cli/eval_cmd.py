@@ -48,17 +48,18 @@ def eval_command(model, data_dir, split, indexes, dims, hybrid, search_params, b
                  as_json):
     """Evaluate MODEL (default: the embedded MiniLM) on a BEIR folder through FAISS indexes."""
     from embtune.data import load_beir
-    from embtune.models.inference import load_inference_model
 
+    # The inputs first, so a bad folder fails at once, before torch and FAISS load.
+    dim_list = parse_dims(dims)
+    data = load_beir(data_dir)
+    qrels = data.split_qrels(split)
     try:
         from embtune_faiss.evaluation import JSON_KEYS, ROW_KEYS, evaluate, rows_table
     except ImportError as exc:
         raise EmbtuneError("embtune eval searches through FAISS indexes and needs the embtune-faiss package: "
                            f"pip install embtune-faiss ({exc})") from None
+    from embtune.models.inference import load_inference_model
 
-    dim_list = parse_dims(dims)
-    data = load_beir(data_dir)
-    qrels = data.split_qrels(split)
     st = load_inference_model(resolve_model(model), max_seq_length=max_seq_length)
     rows = evaluate(st, data.corpus, data.queries, qrels, indexes=list(indexes), dims=dim_list, hybrid=hybrid,
                     ks=(1, 5, 10, 100), batch_size=batch_size, search_params=search_params,

@@ -21,6 +21,7 @@ from typing import Any
 
 import click
 
+from embtune.choices import LORA_COMPUTE_MODES
 from embtune.cli.options import DEFAULT_MODEL, FiniteFloatRange
 from embtune.errors import ConfigError
 from embtune.pipeline.settings import RunSettings
@@ -29,7 +30,7 @@ from embtune.pipeline.training import DTYPES, TrainSettings
 TRAIN, CORPUS, PAIRS = "train", "from-corpus", "pairs"
 COMMANDS = (TRAIN, CORPUS, PAIRS)
 SETTINGS = {TRAIN: TrainSettings, CORPUS: RunSettings, PAIRS: RunSettings}
-LORA_COMPUTE = ("bf16", "exact", "peft")  # == embtune.models.fast_lora.COMPUTE_MODES (a test checks)
+LORA_COMPUTE = ("bf16", *(m for m in LORA_COMPUTE_MODES if m != "bf16"))  # the default first in --help
 _FROM_SETTINGS = object()
 
 
@@ -40,7 +41,7 @@ class LossName(click.ParamType):
 
     def convert(self, value, param, ctx):
         """Registry name of ``value``; a click usage error listing the valid names otherwise."""
-        from embtune.losses import LOSS_NAMES, loss_key
+        from embtune.choices import LOSS_NAMES, loss_key
 
         try:
             return loss_key(value)
@@ -84,6 +85,21 @@ class LayerNames(click.ParamType):
         if not names or not all(names):
             self.fail(f"{value!r}: give all-linear or layer names separated by commas (e.g. query,value)", param, ctx)
         return names
+
+
+class StrengthList(click.ParamType):
+    """Adapter strengths in [0, 1], given as ``"0,0.5,1"`` (or a list in a config file) -> a sorted tuple."""
+
+    name = "strengths"
+
+    def convert(self, value, param, ctx):
+        """The sorted tuple of distinct strengths; a click usage error for anything else."""
+        from embtune.pipeline.selection import check_strengths
+
+        try:
+            return check_strengths(value)
+        except ConfigError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 @dataclass(frozen=True)
@@ -212,7 +228,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--seed", ALL, "`TrainConfig(seed=)`, `split_by_document(seed=)`, `HeuristicPairs(seed=)`",
          type=click.IntRange(0)),
     Flag("--pairs", DATA, "field `pairs`: `HeuristicPairs` / `LLMPairs` / `LabelPairs`", "Pair builder; auto = "
-         "labels if --labels, else llm if --llm-url, else heuristic.",
+         "labels if --labels, else llm if --llm-url/--llm-gguf, else heuristic.",
          click.Choice(["auto", "heuristic", "llm", "labels"])),
     Flag("--labels", DATA, "`LabelPairs(qrels_path=)`", "Training qrels TSV (query-id, doc-id, score) over the "
          "corpus's documents.", click.Path(), show_default="none"),
@@ -224,6 +240,8 @@ FLAGS: tuple[Flag, ...] = (
          "evaluation.", FiniteFloatRange(0, 1, min_open=True, max_open=True)),
     Flag("--llm-url", DATA, "`LLMPairs(url=)`", "OpenAI-compatible endpoint for --pairs llm.", show_default="none"),
     Flag("--llm-model", DATA, "`LLMPairs(model=)`", "Model name for --llm-url.", show_default="none"),
+    Flag("--llm-gguf", DATA, "`LLMPairs(gguf=)`", "Local GGUF instruct model for --pairs llm, run in-process by "
+         "llama-cpp-python (instead of --llm-url); same prompt and cache.", click.Path(), show_default="none"),
     Flag("--chunk-tokens", DATA, "`chunk_documents(max_tokens=)`", "Chunk size in model tokens (capped at the "
          "model's max length).", click.IntRange(16)),
     Flag("--chunk-overlap", DATA, "`chunk_documents(overlap_tokens=)`", type=click.IntRange(0)),
@@ -236,6 +254,11 @@ FLAGS: tuple[Flag, ...] = (
          "the same chunk (1: keep all).", UNIT),
     Flag("--negatives", DATA, "`mine_hard_negatives(n=)`", "Hard negatives mined per pair (0: in-batch only).",
          click.IntRange(0)),
+    Flag("--select-strength", (CORPUS,), "field `select_strength` (`pipeline.selection`)", "Ship the checkpoint "
+         "and adapter strength that validate best on pseudo-queries of a signal not trained on (strength 0 keeps "
+         "the base model).", is_flag=True),
+    Flag("--strengths", (CORPUS,), "field `strengths` (`StrengthModel.set_strength`)", "Adapter strengths the "
+         "selection weighs, 0 (base) to 1 (tuned), separated by commas.", StrengthList()),
     Flag("--export", (CORPUS,), "`export_model(fmt=)` per format", "Comma-separated: gguf,tei,onnx.",
          default=None, show_default="none"),
     Flag("--force", DATA, "field `force`", "Start over: remove DIR's earlier stage outputs.", is_flag=True,

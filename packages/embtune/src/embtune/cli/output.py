@@ -76,7 +76,6 @@ def configure_cli_output(debug: bool = False, verbose: bool = False) -> None:
     handler.addFilter(EmbtuneOnlyFilter())
     root.addHandler(handler)
     root.setLevel(level)
-    logging.getLogger("embtune").setLevel(level)
     for key, value in QUIET_LIBRARY_ENV.items():
         os.environ.setdefault(key, value)
     _quiet_imported_libraries()

@@ -76,8 +76,9 @@ def _walk(folder: Path) -> list[Path]:
     return sorted(files, key=lambda p: p.relative_to(folder).as_posix())
 
 
-def read_file(path: Path, rel: str, warn: Callable[[str], None]) -> list[Document]:
-    """Documents of one supported file (see the module docstring); ``[]`` when it is skipped."""
+def read_file(path: Path, rel: str, warn: Callable[[str], None], empty: list[str] | None = None) -> list[Document]:
+    """Documents of one supported file (see the module docstring); ``[]`` when it is skipped. A file
+    that reads fine but holds no text has its path ``rel`` appended to ``empty`` when given."""
     suffix = path.suffix.lower()
     if suffix == ".pdf":
         said_skipped = []
@@ -103,6 +104,8 @@ def read_file(path: Path, rel: str, warn: Callable[[str], None]) -> list[Documen
     docs = [d for d in docs if d.text.strip()]
     if not docs:
         warn(f"skipped {rel}: no text")
+        if empty is not None:
+            empty.append(rel)
     return docs
 
 
@@ -129,12 +132,14 @@ def _check_unique(docs: list[Document], root: Path) -> None:
 
 
 def read_documents(path: str | os.PathLike, warn: Callable[[str], None] | None = None,
-                   show_progress: bool = True) -> list[Document]:
+                   show_progress: bool = True, *, empty: list[str] | None = None) -> list[Document]:
     """Read every document under ``path``.
 
     In: ``path`` a folder (walked recursively), a single supported file, or a BEIR folder (holding
     ``corpus.jsonl``); ``warn`` called with one message per skipped file (default:
-    ``warnings.warn``); ``show_progress`` a tqdm bar over files. Out: the Documents in a stable order
+    ``warnings.warn``); ``show_progress`` a tqdm bar over files; ``empty`` (optional) a list that
+    receives the ids of documents that exist but hold no text (a BEIR line with a blank text, a file
+    with no text: its path), so labels naming them can be told from typos. Out: the Documents in a stable order
     (sorted paths, file order within a file). Raises DataFormatError naming the path for a missing
     path, an unsupported single file, a malformed record (with its line), a duplicate id, or when no
     document has any text.
@@ -148,7 +153,7 @@ def read_documents(path: str | os.PathLike, warn: Callable[[str], None] | None =
         text, reason = decode_bytes(corpus.read_bytes())
         if text is None:
             raise DataFormatError(reason, path=corpus)
-        docs = readers.read_beir(corpus, "corpus.jsonl", readers.normalise_text(text))
+        docs = readers.read_beir(corpus, "corpus.jsonl", readers.normalise_text(text), empty)
         _check_unique(docs, root)
     elif root.is_dir():
         docs, unsupported = [], []
@@ -159,14 +164,14 @@ def read_documents(path: str | os.PathLike, warn: Callable[[str], None] | None =
             if file.suffix.lower() not in SUPPORTED_SUFFIXES:
                 unsupported.append(rel)
                 continue
-            docs.extend(read_file(file, rel, warn))
+            docs.extend(read_file(file, rel, warn, empty))
         _summarise_unsupported(unsupported, warn)
         _check_unique(docs, root)
     else:
         if root.suffix.lower() not in SUPPORTED_SUFFIXES:
             raise DataFormatError(f"unsupported file type {root.suffix or '(no extension)'!r}; supported: "
                                   f"{' '.join(SUPPORTED_SUFFIXES)}", path=root)
-        docs = read_file(root, root.name, warn)
+        docs = read_file(root, root.name, warn, empty)
         _check_unique(docs, root.parent)
     if not docs:
         raise DataFormatError("no usable text found (every file was empty, skipped or unsupported)",

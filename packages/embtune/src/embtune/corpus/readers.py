@@ -215,8 +215,9 @@ def read_csv(path: Path, rel: str, text: str) -> list[Document]:
         csv.field_size_limit(old_limit)
 
 
-def read_beir(folder: Path, rel: str, text: str) -> list[Document]:
-    """A BEIR ``corpus.jsonl``: one Document per line, ``doc_id`` = its ``_id``, kind ``beir``."""
+def read_beir(folder: Path, rel: str, text: str, empty: list[str] | None = None) -> list[Document]:
+    """A BEIR ``corpus.jsonl``: one Document per line, ``doc_id`` = its ``_id``, kind ``beir``; a line
+    whose text is blank gives no Document, and its ``_id`` is appended to ``empty`` when given."""
     docs = []
     for number, obj in _jsonl_records(folder, text):
         if not isinstance(obj, dict):
@@ -228,4 +229,6 @@ def read_beir(folder: Path, rel: str, text: str) -> list[Document]:
         doc = record_document(record, folder, rel, number, "beir")
         if doc is not None:
             docs.append(doc)
+        elif empty is not None:
+            empty.append(str(obj["_id"]))
     return docs

@@ -1,6 +1,27 @@
-"""Retrieval evaluation: one metrics implementation (ST-compatible), exact chunked search, end-to-end eval."""
-from embtune.eval.metrics import METRIC_NAMES, retrieval_metrics
-from embtune.eval.retrieval import evaluate_retrieval
-from embtune.eval.search import StreamingTopK, exact_search
+"""Retrieval evaluation: one metrics implementation (ST-compatible), exact chunked search, end-to-end eval.
 
-__all__ = ["METRIC_NAMES", "StreamingTopK", "evaluate_retrieval", "exact_search", "retrieval_metrics"]
+The names below load on first use (PEP 562), so that ``embtune.eval.metrics`` and ``embtune.eval.bm25``
+can be imported without torch (the command line checks its inputs before torch loads).
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "METRIC_NAMES": "embtune.eval.metrics",
+    "retrieval_metrics": "embtune.eval.metrics",
+    "evaluate_retrieval": "embtune.eval.retrieval",
+    "StreamingTopK": "embtune.eval.search",
+    "exact_search": "embtune.eval.search",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """In: an exported name. Out: the object, imported from its module on first use."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'embtune.eval' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+__all__ = sorted(_EXPORTS)

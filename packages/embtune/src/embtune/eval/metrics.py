@@ -102,6 +102,46 @@ def _check_scores(qid: Hashable, judged: Mapping[Hashable, float]) -> None:
                                   f"{score!r}", path="<qrels>")
 
 
+def first_relevant_rank(ranking: Sequence[Hashable], judged: Mapping[Hashable, float]) -> int | None:
+    """Rank (1 = first) of the first relevant id (score > 0) in ``ranking``; None when none is ranked."""
+    return next((i for i, doc in enumerate(ranking, start=1) if is_relevant(judged.get(doc, 0))), None)
+
+
+def _evaluated(ranked: Mapping[Hashable, Sequence[Hashable]], qrels: Mapping[Hashable, Mapping[Hashable, int]],
+               max_k: int) -> tuple[list[tuple[Hashable, list[Hashable], Mapping[Hashable, int]]], list[Hashable]]:
+    """``([(qid, ranking cut to max_k, judged) of the evaluated queries], [qids without relevant])``;
+    DataFormatError for a non-numeric score, ValueError when a ranking repeats an id."""
+    evaluated, without_relevant = [], []
+    for qid, judged in qrels.items():
+        _check_scores(qid, judged)
+        if not has_relevant(judged):
+            without_relevant.append(qid)
+            continue
+        ranking = list(ranked.get(qid, ()))[:max_k]
+        if len(set(ranking)) != len(ranking):
+            raise ValueError(f"ranking of query {qid!r} repeats a doc id")
+        evaluated.append((qid, ranking, judged))
+    return evaluated, without_relevant
+
+
+def per_query_metrics(
+    ranked: Mapping[Hashable, Sequence[Hashable]],
+    qrels: Mapping[Hashable, Mapping[Hashable, int]],
+    ks: Iterable[int] = (1, 5, 10, 100),
+) -> dict[Hashable, dict[str, float | int | None]]:
+    """Each evaluated query's own values (the ones ``retrieval_metrics`` averages).
+
+    In: as ``retrieval_metrics``. Out: ``{query id: {"<metric>@<k>": value, ..., "rank": rank of its
+    first relevant id within the first max(ks), or None}}`` for every qrels query with a relevant
+    document (the others are left out, as from the means). Same errors as ``retrieval_metrics``
+    (except that no query at all gives ``{}``).
+    """
+    ks = check_ks(ks)
+    evaluated, _ = _evaluated(ranked, qrels, ks[-1])
+    return {qid: {**_query_metrics(ranking, judged, ks), "rank": first_relevant_rank(ranking, judged)}
+            for qid, ranking, judged in evaluated}
+
+
 def retrieval_metrics(
     ranked: Mapping[Hashable, Sequence[Hashable]],
     qrels: Mapping[Hashable, Mapping[Hashable, int]],
@@ -118,19 +158,9 @@ def retrieval_metrics(
     number; EmbtuneError if no query has a relevant document.
     """
     ks = check_ks(ks)
-    max_k = ks[-1]
     sums = {f"{m}@{k}": 0.0 for m in METRIC_NAMES for k in ks}
-    evaluated = 0
-    without_relevant = []
-    for qid, judged in qrels.items():
-        _check_scores(qid, judged)
-        if not has_relevant(judged):
-            without_relevant.append(qid)
-            continue
-        ranking = list(ranked.get(qid, ()))[:max_k]
-        if len(set(ranking)) != len(ranking):
-            raise ValueError(f"ranking of query {qid!r} repeats a doc id")
-        evaluated += 1
+    evaluated, without_relevant = _evaluated(ranked, qrels, ks[-1])
+    for _, ranking, judged in evaluated:
         for key, value in _query_metrics(ranking, judged, ks).items():
             sums[key] += value
     if without_relevant:
@@ -138,9 +168,9 @@ def retrieval_metrics(
             "%d qrels queries have no document with score > 0 and are left out of the means (as in "
             "sentence-transformers), e.g. %r", len(without_relevant), without_relevant[0],
         )
-    if evaluated == 0:
+    if not evaluated:
         raise EmbtuneError("no query in qrels has a relevant document (score > 0); nothing to evaluate")
-    out: dict[str, float] = {key: total / evaluated for key, total in sums.items()}
-    out["num_queries"] = evaluated
+    out: dict[str, float] = {key: total / len(evaluated) for key, total in sums.items()}
+    out["num_queries"] = len(evaluated)
     out["num_queries_without_relevant"] = len(without_relevant)
     return out

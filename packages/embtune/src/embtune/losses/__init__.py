@@ -15,6 +15,7 @@ from typing import Any
 from torch import nn
 
 from embtune.errors import ConfigError
+from embtune.choices import LOSS_NAMES, LOSS_SPECS, loss_key
 from embtune.losses.cached_infonce import CachedInfoNCELoss
 from embtune.losses.cosent import CoSENTLoss
 from embtune.losses.cosine_mse import CosineMSELoss
@@ -22,31 +23,11 @@ from embtune.losses.infonce import InfoNCELoss, infonce_from_embeddings
 from embtune.losses.matryoshka import MatryoshkaLoss
 from embtune.losses.triplet import TripletLoss
 
-# name -> (class, fixed constructor arguments)
+_CLASSES: dict[str, type[nn.Module]] = {cls.__name__: cls for cls in (
+    CachedInfoNCELoss, CoSENTLoss, CosineMSELoss, InfoNCELoss, TripletLoss)}
+# name -> (class, fixed constructor arguments), from the torch-free name table
 _REGISTRY: dict[str, tuple[type[nn.Module], dict[str, Any]]] = {
-    "infonce": (InfoNCELoss, {}),
-    "mnrl": (InfoNCELoss, {}),
-    "infonce_symmetric": (InfoNCELoss, {"symmetric": True}),
-    "cached_infonce": (CachedInfoNCELoss, {}),
-    "gradcache": (CachedInfoNCELoss, {}),
-    "cosent": (CoSENTLoss, {}),
-    "cosine_mse": (CosineMSELoss, {}),
-    "triplet": (TripletLoss, {}),
-}
-
-#: The names :func:`get_loss` accepts (aliases included).
-LOSS_NAMES: tuple[str, ...] = tuple(_REGISTRY)
-
-
-def loss_key(name: str) -> str:
-    """The registry name of loss ``name``: lower case, ``-`` read as ``_`` (``"CoSENT"`` -> ``"cosent"``).
-
-    Raises ConfigError listing the valid names when ``name`` is not one of :data:`LOSS_NAMES`.
-    """
-    key = str(name).strip().lower().replace("-", "_")
-    if key not in _REGISTRY:
-        raise ConfigError(f"Unknown loss {name!r}; valid names: {', '.join(LOSS_NAMES)}.")
-    return key
+    name: (_CLASSES[class_name], fixed) for name, (class_name, fixed) in LOSS_SPECS.items()}
 
 
 def get_loss(

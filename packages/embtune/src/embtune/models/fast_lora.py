@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from peft.tuners.lora.layer import Linear as PeftLoraLinear
 
-COMPUTE_MODES = ("exact", "bf16", "peft")
+from embtune.choices import LORA_COMPUTE_MODES as COMPUTE_MODES
 
 
 class _ExactLoraLinear(torch.autograd.Function):

@@ -21,6 +21,12 @@ def _active_adapter(hf_model: torch.nn.Module) -> str:
     return active[0]
 
 
+def adapter_base(hf_model: torch.nn.Module) -> str:
+    """Folder or hub id of the base model that ``hf_model``'s active adapter was trained on."""
+    config = hf_model.peft_config[_active_adapter(hf_model)]
+    return config.base_model_name_or_path or hf_model.name_or_path
+
+
 def load_base_fp32(hf_model: torch.nn.Module, base_path: str) -> torch.nn.Module:
     """Load the base of ``hf_model`` from ``base_path`` in fp32, dequantising nf4 when it was 4-bit."""
     from transformers import AutoModel
@@ -45,7 +51,7 @@ def merged_transformer(hf_model: torch.nn.Module) -> torch.nn.Module:
 
     name = _active_adapter(hf_model)
     config = copy.deepcopy(hf_model.peft_config[name])
-    base_path = config.base_model_name_or_path or hf_model.name_or_path
+    base_path = adapter_base(hf_model)
     # transformers' adapter state dict names keys relative to the HF model; a PeftModel expects
     # them under its ``base_model.model.`` prefix.
     state = {f"base_model.model.{k}": v.detach().to(torch.float32)

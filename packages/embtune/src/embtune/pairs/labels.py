@@ -19,7 +19,7 @@ import hashlib
 import os
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 
 import numpy as np
 
@@ -56,22 +56,24 @@ def read_queries(path: str | os.PathLike) -> dict[str, str]:
     return queries
 
 
-def read_label_qrels(path: str | os.PathLike, queries: dict[str, str], doc_ids: set[str]
-                     ) -> list[tuple[str, str, int]]:
+def read_label_qrels(path: str | os.PathLike, queries: dict[str, str], doc_ids: set[str],
+                     empty_ids: Collection[str] = ()) -> list[tuple[str, str, int]]:
     """Relevant ``(query id, doc id, score)`` judgements of a qrels TSV, in file order.
 
     Each line: query id, doc id and an optional integer score (default 1); lines scoring 0 or less
-    are judged not relevant and left out, the others keep their (graded) score. Raises
+    are judged not relevant and left out, the others keep their (graded) score. ``empty_ids``: ids of
+    documents that exist but hold no text (BEIR keeps judgements of such documents); judgements naming
+    them are returned like the others, for the caller to leave out of training. Raises
     DataFormatError naming the file and line for a wrong column count, a non-integer score, a query
-    id not in ``queries``, a doc id not in ``doc_ids``, or a repeated judgement; naming the file when
-    no line is relevant.
+    id not in ``queries``, a doc id in neither ``doc_ids`` nor ``empty_ids``, or a repeated judgement;
+    naming the file when no line is relevant.
     """
     out: list[tuple[str, str, int]] = []
     example = ", ".join(repr(d) for d in sorted(doc_ids)[:3])
     for line, qid, doc_id, score in iter_qrels(path, default_score=1):
         if qid not in queries:
             raise DataFormatError(f"query id {qid!r} is not in the queries file", path=path, line=line)
-        if doc_id not in doc_ids:
+        if doc_id not in doc_ids and doc_id not in empty_ids:
             raise DataFormatError(f"document id {doc_id!r} is not among the ingested documents (ids look "
                                   f"like {example})", path=path, line=line)
         if score > 0:
@@ -86,8 +88,11 @@ class LabelPairs:
 
     def __init__(self, queries_path: str | os.PathLike | None = None,
                  qrels_path: str | os.PathLike | None = None, *, pairs_path: str | os.PathLike | None = None,
-                 batch_size: int = 64, show_progress: bool = True):
-        """Give ``queries_path`` and ``qrels_path``, or ``pairs_path`` alone; ConfigError otherwise."""
+                 batch_size: int = 64, show_progress: bool = True, empty_doc_ids: Collection[str] = ()):
+        """Give ``queries_path`` and ``qrels_path``, or ``pairs_path`` alone; ConfigError otherwise.
+
+        ``empty_doc_ids``: documents with no text (no chunk) that the qrels may name; their judgements
+        give no pair (nothing to train on) instead of an unknown-id error."""
         if pairs_path is not None and (queries_path is not None or qrels_path is not None):
             raise ConfigError("LabelPairs takes either queries_path + qrels_path, or pairs_path, not both")
         if pairs_path is None and (queries_path is None or qrels_path is None):
@@ -96,6 +101,7 @@ class LabelPairs:
         self.qrels_path = Path(qrels_path) if qrels_path is not None else None
         self.pairs_path = Path(pairs_path) if pairs_path is not None else None
         self.batch_size, self.show_progress = batch_size, show_progress
+        self.empty_doc_ids = frozenset(empty_doc_ids)
 
     def build(self, chunks: Sequence[Chunk], model: Any = None, embeddings: Any = None) -> list[Pair]:
         """Pairs with ``builder="labels"``.
@@ -116,7 +122,8 @@ class LabelPairs:
         by_doc: dict[str, list[int]] = defaultdict(list)
         for i, chunk in enumerate(chunks):
             by_doc[chunk.doc_id].append(i)
-        judgements = read_label_qrels(self.qrels_path, queries, set(by_doc))
+        judgements = [j for j in read_label_qrels(self.qrels_path, queries, set(by_doc), self.empty_doc_ids)
+                      if j[1] in by_doc]
         multi = [(q, d) for q, d, _ in judgements if len(by_doc[d]) > 1]
         best: dict[tuple[str, str], int] = {}
         if multi:

@@ -1,7 +1,10 @@
-"""Synthetic queries per chunk from any OpenAI-compatible chat-completions endpoint.
+"""Synthetic queries per chunk from any OpenAI-compatible chat-completions endpoint, or a local GGUF model.
 
 Works with Ollama (``http://localhost:11434``), vLLM, llama.cpp's server, LM Studio and hosted APIs:
 ``url`` may be the server root, its ``/v1`` base, or the full ``/v1/chat/completions`` address.
+Or, with no server: ``gguf="model.gguf"`` runs a local GGUF instruct model in-process through
+llama-cpp-python (``embtune.pairs.llm_local``), with the same prompt, request body and cache; its
+``model`` is the file's fingerprint, and ``url``, key, concurrency and retries do not apply.
 
 * Key: read from the environment variable ``api_key_env`` at request time and sent as a Bearer
   token (no variable, no header: local servers need none). It is never logged, never cached, never
@@ -103,13 +106,24 @@ class LLMError(EmbtuneError):
 class LLMPairs:
     """Builder of synthetic (query, chunk) pairs from an LLM (see the module docstring)."""
 
-    def __init__(self, url: str, model: str, api_key_env: str = "OPENAI_API_KEY", prompt: str | None = None,
-                 concurrency: int = 4, cache_dir: str | os.PathLike | None = None, *,
+    def __init__(self, url: str | None = None, model: str | None = None, api_key_env: str = "OPENAI_API_KEY",
+                 prompt: str | None = None, concurrency: int = 4, cache_dir: str | os.PathLike | None = None, *,
+                 gguf: str | os.PathLike | None = None, n_ctx: int = 4096,
                  queries_per_chunk: int = 1, temperature: float = 0.0, max_tokens: int = 256,
                  timeout: float = 120.0, max_retries: int = 5, backoff: float = 1.0,
                  show_progress: bool = True):
-        """Configure the endpoint; nothing is sent until ``build``. ConfigError for bad settings."""
-        if not url or not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        """Configure the endpoint (``url`` + ``model``) or the local model (``gguf``, its context
+        ``n_ctx`` in tokens); nothing is sent or loaded until ``build``. ConfigError for bad settings,
+        DataFormatError for a missing GGUF file."""
+        self.local = None
+        if gguf is not None:
+            if url is not None or model is not None:
+                raise ConfigError("LLMPairs takes either url + model (a server) or gguf (a local model), not both")
+            from embtune.pairs.llm_local import LocalGGUF
+
+            self.local = LocalGGUF(gguf, n_ctx=n_ctx)
+            url, model = "local:" + self.local.path.name, self.local.model_id
+        elif not url or not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise ConfigError(f"LLM url must start with http:// or https://, got {url!r}")
         if not model:
             raise ConfigError("LLM model name is required (e.g. 'qwen2.5:7b-instruct' for Ollama)")
@@ -120,7 +134,7 @@ class LLMPairs:
                                  ("max_tokens", max_tokens, 1), ("max_retries", max_retries, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ConfigError(f"LLMPairs {name} must be an integer >= {low}, got {value!r}")
-        self.url, self.model, self.prompt = chat_url(url), model, prompt
+        self.url, self.model, self.prompt = (url if self.local else chat_url(url)), model, prompt
         self.api_key_env = api_key_env
         self.concurrency, self.queries_per_chunk = concurrency, queries_per_chunk
         self.temperature, self.max_tokens = float(temperature), max_tokens
@@ -206,7 +220,7 @@ class LLMPairs:
         raise LLMError(f"{self.url} failed after {self.max_retries + 1} attempts (last: {last})")
 
     def queries_for(self, chunk: Chunk) -> list[str]:
-        """The queries for one chunk: from the cache, else from the endpoint (then cached)."""
+        """The queries for one chunk: from the cache, else from the endpoint or local model (then cached)."""
         body = self.request_body(chunk)
         path = self._cache_path(body)
         content = None
@@ -215,7 +229,12 @@ class LLMPairs:
                 content = json.loads(path.read_text(encoding="utf-8"))["content"]
             except (OSError, ValueError, KeyError, TypeError):
                 content = None  # a damaged cache file is asked again and rewritten
-        if content is None:
+        if content is None and self.local is not None:
+            with self._count_lock:
+                self.requests_sent += 1
+            content = self.local.complete(body)
+            atomic_write_json(path, {"model": self.model, "content": content, "gguf": self.local.path.name})
+        elif content is None:
             reply = self._post(body)
             try:
                 content = reply["choices"][0]["message"]["content"] or ""
@@ -229,12 +248,14 @@ class LLMPairs:
         """One or more synthetic-query pairs per chunk (``builder="llm"``), in chunk order.
 
         In: chunks. Out: Pairs (query from the LLM, positive the chunk). Chunks whose reply holds no
-        usable line give none. Raises LLMError when a request fails for good (replies received so
-        far stay cached, so a rerun resumes).
+        usable line give none. Raises LLMError when a request fails for good, or (local model)
+        ConfigError / EmbtuneError when llama-cpp-python is missing or the model fails; replies
+        received so far stay cached, so a rerun resumes.
         """
         chunks = [c for c in chunks if c.text.strip()]
         results: dict[int, list[str]] = {}
-        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="embtune-llm") as pool:
+        workers = 1 if self.local is not None else self.concurrency  # one local model generates one at a time
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="embtune-llm") as pool:
             futures = {pool.submit(self.queries_for, chunk): i for i, chunk in enumerate(chunks)}
             bar = tqdm(total=len(futures), desc="LLM queries", unit="chunk", disable=not self.show_progress)
             try:

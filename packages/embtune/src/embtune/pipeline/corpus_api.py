@@ -31,11 +31,13 @@ def _dicts(objects: Sequence[Any]) -> list[dict[str, Any]]:
     return [o.to_dict() for o in objects]
 
 
-def read_documents(corpus: Path, warn: Callable[[str], None], show_progress: bool = True) -> list[Any]:
-    """Documents under ``corpus`` (``embtune.corpus.ingest.read_documents``); ``warn`` gets skip notes."""
+def read_documents(corpus: Path, warn: Callable[[str], None], show_progress: bool = True,
+                   empty: list[str] | None = None) -> list[Any]:
+    """Documents under ``corpus`` (``embtune.corpus.ingest.read_documents``); ``warn`` gets skip notes,
+    ``empty`` (when given) the ids of documents without text."""
     from embtune.corpus.ingest import read_documents as read
 
-    return read(corpus, warn, show_progress=show_progress)
+    return read(corpus, warn, show_progress=show_progress, empty=empty)
 
 
 def chunk_documents(docs: list[Any], tokenizer: Any, max_tokens: int, overlap: int,
@@ -64,21 +66,27 @@ def encode_chunk_texts(model: Any, texts: Sequence[str], lengths: Any = None,
 
 
 def build_pairs(builder: str, chunks: Sequence[dict[str, Any]], s: "RunSettings", model: Any,
-                embeddings: np.ndarray, show_progress: bool = True) -> list[dict[str, Any]]:
-    """Pair records built from ``chunks`` by ``builder`` (labels, heuristic or llm; see ``embtune.pairs``)."""
+                embeddings: np.ndarray, show_progress: bool = True, *, signals: Sequence[str] | None = None,
+                empty_doc_ids: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Pair records built from ``chunks`` by ``builder`` (labels, heuristic or llm; see ``embtune.pairs``).
+
+    ``signals``: the heuristic signals (None: ``HeuristicPairs``' defaults); ``empty_doc_ids``: documents
+    without text that labels may name (their judgements give no pair; ``LabelPairs``)."""
     objects = _chunks(chunks)
     if builder == "labels":
         from embtune.pairs.labels import LabelPairs
 
-        made = LabelPairs(s.queries, s.labels, show_progress=show_progress).build(objects, model, embeddings)
+        made = LabelPairs(s.queries, s.labels, show_progress=show_progress,
+                          empty_doc_ids=empty_doc_ids).build(objects, model, embeddings)
     elif builder == "heuristic":
-        from embtune.pairs.heuristic import HeuristicPairs
+        from embtune.pairs.heuristic import DEFAULT_SIGNALS, HeuristicPairs
 
-        made = HeuristicPairs(seed=s.seed, show_progress=show_progress).build(objects)
+        made = HeuristicPairs(signals or DEFAULT_SIGNALS, seed=s.seed, show_progress=show_progress).build(objects)
     elif builder == "llm":
         from embtune.pairs.llm import LLMPairs
 
-        made = LLMPairs(s.llm_url, s.llm_model, show_progress=show_progress).build(objects)
+        local = {"gguf": s.llm_gguf} if s.llm_gguf is not None else {}
+        made = LLMPairs(s.llm_url, s.llm_model, show_progress=show_progress, **local).build(objects)
     else:
         raise ValueError(f"unknown pair builder {builder!r}")
     return _dicts(made)
@@ -95,12 +103,13 @@ def filter_pairs(pairs: Sequence[dict[str, Any]], model: Any, chunks: Sequence[d
     return _dicts(kept), stats.to_dict()
 
 
-def split_by_document(pairs: Sequence[dict[str, Any]], eval_fraction: float,
-                      seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """``embtune.pairs.split.split_by_document`` on records: (training pair records, eval query records)."""
+def split_by_document(pairs: Sequence[dict[str, Any]], eval_fraction: float, seed: int,
+                      eval_builders: Sequence[str] | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``embtune.pairs.split.split_by_document`` on records: (training pair records, eval query records);
+    ``eval_builders``: the builders whose queries may be eval queries (None: the library's default)."""
     from embtune.pairs.split import split_by_document as split
 
-    train, held_out = split(_pairs(pairs), eval_fraction, seed)
+    train, held_out = split(_pairs(pairs), eval_fraction, seed, eval_builders=eval_builders)
     return _dicts(train), _dicts(held_out)
 
 

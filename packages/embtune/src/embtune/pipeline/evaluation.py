@@ -9,6 +9,10 @@ Every chunk of chunks.jsonl is searched (exact cosine search, ties broken as in
   the documents of the ``relevant`` chunks, so the numbers compare with document-level benchmarks
   such as BEIR whatever the chunking.
 
+A relevant document that has no chunk (a labelled document with no text; eval.jsonl's
+``unretrievable``) stays in the judgements and counts as a miss: recall cannot reach 1 then, which
+is what such a label means (BEIR keeps such judgements in its qrels too).
+
 Relevance is graded when an eval record carries ``grades`` ({chunk id: qrels score}, from graded
 ``--eval-labels``): nDCG weighs each relevant item by its score (a document by its chunks' score);
 without it every relevant item scores 1.
@@ -62,19 +66,64 @@ def documents_in_order(ranking: list[str], doc_of: dict[str, str]) -> list[str]:
     return list(dict.fromkeys(doc_of[c] for c in ranking))
 
 
+def search_depth(chunks: list[dict[str, Any]], level: str) -> int:
+    """How many chunks to rank per query so that the metrics see their first ``max(REPORT_KS)`` items:
+    that many at chunk level; at document level that times the most chunks of one document, so the
+    best chunks of max(ks) distinct documents are always in the list."""
+    depth = max(REPORT_KS)
+    if level == "document":
+        depth *= max(Counter(c["doc_id"] for c in chunks).values())
+    return depth
+
+
+def evaluate_rankings(chunks: list[dict[str, Any]], eval_queries: list[dict[str, Any]],
+                      rankings: list[list[str]], level: str = "chunk", per_query: bool = False
+                      ) -> dict[str, Any]:
+    """Score chunk rankings (one per eval query, best first; from any retriever) at ``level``.
+
+    In: chunk records (``id``, ``doc_id``), eval records (``query_id``, ``relevant`` chunk ids, optional
+    ``grades`` {chunk id: score} and ``unretrievable`` {doc id: score}: relevant documents with no
+    chunk, kept as misses), the rankings in eval-record order, ``level`` "chunk" or "document" (see
+    the module docstring). Out: ``embtune.eval.retrieval_metrics``'s dict; with ``per_query`` also
+    ``"per_query": {query id: {metric: value, "rank": first relevant item's rank or None}}``
+    (``embtune.eval.metrics.per_query_metrics``).
+    """
+    from embtune.eval.metrics import per_query_metrics, retrieval_metrics
+
+    if level not in LEVELS:
+        raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
+    qids = [q["query_id"] for q in eval_queries]
+    grades = [q.get("grades") or {} for q in eval_queries]
+    doc_of = {c["id"]: c["doc_id"] for c in chunks}
+    item = (lambda c: c) if level == "chunk" else doc_of.__getitem__
+    if level == "chunk":
+        ranked = dict(zip(qids, rankings))
+    else:
+        ranked = {qid: documents_in_order(r, doc_of) for qid, r in zip(qids, rankings)}
+    qrels = {}
+    for q, g in zip(eval_queries, grades):
+        judged = {item(c): g.get(c, 1) for c in q["relevant"]}
+        for doc_id, score in (q.get("unretrievable") or {}).items():  # never ranked: a miss at any level
+            judged.setdefault(doc_id, score)
+        qrels[q["query_id"]] = judged
+    metrics: dict[str, Any] = retrieval_metrics(ranked, qrels, REPORT_KS)
+    if per_query:
+        metrics["per_query"] = per_query_metrics(ranked, qrels, REPORT_KS)
+    return metrics
+
+
 def evaluate_chunks(model: Any, chunks: list[dict[str, Any]], eval_queries: list[dict[str, Any]],
                     chunk_embeddings: np.ndarray, level: str = "chunk", batch_size: int = 64,
-                    show_progress: bool = True) -> dict[str, float]:
+                    show_progress: bool = True, per_query: bool = False) -> dict[str, Any]:
     """Evaluate ``model`` on the eval queries, searching all chunks.
 
     In: the model, chunk records (``id``, ``doc_id``), eval records (``query_id``, ``query``,
-    ``relevant`` chunk ids, optional ``grades`` {chunk id: score}, default 1), the model's document
-    embeddings of the chunks (one normalised row per chunk), ``level`` "chunk" or "document" (see
-    the module docstring). Out: ``{metric: value}`` with every ``REPORT_METRICS`` key (and the other
-    metrics of ``embtune.eval``) plus ``num_queries``. Raises EmbtuneError when there is no chunk or no query.
+    ``relevant`` chunk ids, optional ``grades`` {chunk id: score}, default 1, and ``unretrievable``),
+    the model's document embeddings of the chunks (one normalised row per chunk), ``level`` "chunk" or
+    "document" (see the module docstring). Out: ``{metric: value}`` with every ``REPORT_METRICS`` key
+    (and the other metrics of ``embtune.eval``) plus ``num_queries``, and ``per_query`` when asked
+    (``evaluate_rankings``). Raises EmbtuneError when there is no chunk or no query.
     """
-    from embtune.eval import retrieval_metrics
-
     if level not in LEVELS:
         raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
     if not chunks:
@@ -82,24 +131,9 @@ def evaluate_chunks(model: Any, chunks: list[dict[str, Any]], eval_queries: list
     if not eval_queries:
         raise EmbtuneError("there are no evaluation queries")
     ids = [c["id"] for c in chunks]
-    depth = max(REPORT_KS)
-    if level == "document":
-        # deep enough that the best chunks of max(ks) distinct documents are always in the list
-        depth *= max(Counter(c["doc_id"] for c in chunks).values())
-    rankings = rank_chunks(model, [q["query"] for q in eval_queries], ids, chunk_embeddings, depth, batch_size,
-                           show_progress)
-    qids = [q["query_id"] for q in eval_queries]
-    grades = [q.get("grades") or {} for q in eval_queries]
-    if level == "chunk":
-        ranked = dict(zip(qids, rankings))
-        qrels = {q["query_id"]: {c: g.get(c, 1) for c in q["relevant"]}
-                 for q, g in zip(eval_queries, grades)}
-    else:
-        doc_of = {c["id"]: c["doc_id"] for c in chunks}
-        ranked = {qid: documents_in_order(r, doc_of) for qid, r in zip(qids, rankings)}
-        qrels = {q["query_id"]: {doc_of[c]: g.get(c, 1) for c in q["relevant"]}
-                 for q, g in zip(eval_queries, grades)}
-    return retrieval_metrics(ranked, qrels, REPORT_KS)
+    rankings = rank_chunks(model, [q["query"] for q in eval_queries], ids, chunk_embeddings,
+                           search_depth(chunks, level), batch_size, show_progress)
+    return evaluate_rankings(chunks, eval_queries, rankings, level, per_query)
 
 
 def headline(metrics: dict[str, float]) -> dict[str, float]:

@@ -1,7 +1,8 @@
 """``run_pipeline``: the from-corpus run, stage by stage, resumable, one code path for every command.
 
     ingest+chunk -> embed chunks -> pairs (+filter) -> held-out split -> hard negatives
-    -> baseline eval -> train -> merge -> after eval -> export -> report
+    -> bm25 eval -> baseline eval -> train -> validation + select (checkpoint, adapter strength)
+    -> merge -> after eval -> export -> report
 
 (Negatives are mined after the split, so no chunk of a held-out document becomes a training
 negative; see ``embtune.pipeline.stages``.)
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from embtune.errors import ConfigError, EmbtuneError
-from embtune.pipeline import stages, stages_model
+from embtune.pipeline import lexical, stages, stages_model
 from embtune.pipeline.manifest import MANIFEST, Manifest, hash_path, model_fingerprint, stage_key
 from embtune.pipeline.run_config import RUN_CONFIG, write_run_config
 from embtune.pipeline.settings import RunSettings
@@ -34,8 +35,8 @@ from embtune.pipeline.summary import stage_line
 from embtune.utils.atomic import remove_partial_writes
 
 STAGE_OUTPUTS = ("chunks.jsonl", "pairs.jsonl", "eval.jsonl", "work", "checkpoints", "trainer_state.json",
-                 "adapter", "model", "merged", "exports", "report.json", "report.md", "report.png", RUN_CONFIG,
-                 MANIFEST)
+                 "adapter", "model", "selection.json", "merged", "exports", "report.json", "report.md", "report.png",
+                 RUN_CONFIG, MANIFEST)
 
 
 def _inside(child: Path, parent: Path) -> bool:
@@ -245,5 +246,6 @@ def run_pipeline(settings: RunSettings, until: str | None = None, console=None, 
         info = stages.data_stages(pipe)
         if until == "pairs":
             return stages.pairs_summary(pipe, info)
+        info["bm25"] = lexical.run_bm25(pipe)  # the keyword baseline of the report
         info.update(stages_model.model_stages(pipe))
         return stages_model.finish_report(pipe, info, time.perf_counter() - started)

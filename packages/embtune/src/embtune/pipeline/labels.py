@@ -10,7 +10,7 @@ in eval.jsonl's ``grades``, which nDCG weighs).
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Iterable
+from typing import Any, Collection, Iterable
 
 from embtune.pairs.labels import read_label_qrels, read_queries
 
@@ -26,25 +26,35 @@ def chunks_by_doc(chunks: Iterable[dict[str, Any]]) -> dict[str, list[str]]:
 
 
 def eval_queries_from_labels(judgements: Iterable[tuple[str, str, int]], queries: dict[str, str],
-                             doc_chunks: dict[str, list[str]]) -> tuple[list[dict[str, Any]], int]:
+                             doc_chunks: dict[str, list[str]], unretrievable: Collection[str] = ()
+                             ) -> tuple[list[dict[str, Any]], int]:
     """Turn relevant ``(query id, doc id, score)`` judgements into eval.jsonl records over chunks.
 
     In: judgements (from ``read_label_qrels``, scores > 0), the query texts, ``{doc id: [chunk
     ids]}``. Out: ``(records, dropped)``: one ``{"query_id", "query", "relevant": [chunk ids of its
     relevant documents]}`` per query in first-seen order, plus ``"grades": {chunk id: its document's
     score}`` when a score of the query is not 1 (binary labels give the records of before), and the
-    number of queries left out because their documents have no chunk.
+    number of queries left out because their documents have no chunk. A judged document in
+    ``unretrievable`` (a document without text) goes to the record's ``"unretrievable": {doc id:
+    score}`` instead: it stays judged and counts as a miss, and keeps its query in (even with no
+    chunk to find).
     """
+    unretrievable = frozenset(unretrievable)
+    missing: dict[str, dict[str, int]] = {}
     grades: dict[str, dict[str, int]] = {}
     for qid, doc_id, score in judgements:
         chunk_grades = grades.setdefault(qid, {})
+        if doc_id in unretrievable and not doc_chunks.get(doc_id):
+            missing.setdefault(qid, {}).setdefault(doc_id, score)
         for c in doc_chunks.get(doc_id, []):
             chunk_grades.setdefault(c, score)
     records = []
     for qid, chunk_grades in grades.items():
-        if chunk_grades:
+        if chunk_grades or qid in missing:
             record = {"query_id": qid, "query": queries[qid], "relevant": list(chunk_grades)}
             if any(g != 1 for g in chunk_grades.values()):
                 record["grades"] = chunk_grades
+            if qid in missing:
+                record["unretrievable"] = missing[qid]
             records.append(record)
     return records, len(grades) - len(records)

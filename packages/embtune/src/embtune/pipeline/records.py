@@ -23,9 +23,11 @@ from embtune.utils.atomic import atomic_file
 CHUNK_FIELDS = ("id", "doc_id", "text", "title", "headings", "source")
 PAIR_FIELDS = ("query", "positive", "positive_id", "doc_id", "builder", "negatives", "negative_ids")
 EVAL_FIELDS = ("query_id", "query", "relevant")
-EVAL_OPTIONAL = ("grades",)
+EVAL_OPTIONAL = ("grades", "unretrievable")
 """eval.jsonl may also hold ``grades``: {relevant chunk id: integer qrels score}, written only for graded
-labels (a relevant chunk missing from it, or a line without it, has score 1)."""
+labels (a relevant chunk missing from it, or a line without it, has score 1), and ``unretrievable``:
+{document id: integer qrels score} for labelled documents that have no text, hence no chunk (they
+count as misses; ``relevant`` may then be empty)."""
 
 
 def as_record(obj: Any, fields: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -178,10 +180,21 @@ def _grades(value: Any, relevant: list[str], path: Path, line: int) -> dict[str,
     return value
 
 
+def _unretrievable(value: Any, path: Path, line: int) -> dict[str, int]:
+    """The ``unretrievable`` field of an eval.jsonl line, checked: {document id: int > 0}."""
+    if not isinstance(value, dict) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value.values()):
+        raise DataFormatError("field 'unretrievable' must map document ids to positive integer scores",
+                              path=path, line=line)
+    return value
+
+
 def read_eval(path: str | os.PathLike, chunk_ids: set[str] | None = None) -> list[dict[str, Any]]:
     """Read eval.jsonl (``query_id``, ``query``, ``relevant`` chunk ids, optional ``grades``: {relevant id:
-    integer score > 0}). With ``chunk_ids``, a relevant id that is not a chunk raises DataFormatError
-    naming the file and line; so does a ``grades`` entry that is not a relevant id with a positive int."""
+    integer score > 0} and ``unretrievable``: {document id without chunks: integer score > 0}; ``relevant``
+    may be empty only beside a non-empty ``unretrievable``). With ``chunk_ids``, a relevant id that is not
+    a chunk raises DataFormatError naming the file and line; so does a ``grades`` entry that is not a
+    relevant id with a positive int, or a bad ``unretrievable``."""
     path = Path(path)
     queries, seen = [], set()
     for line, record in iter_jsonl(path):
@@ -192,7 +205,8 @@ def read_eval(path: str | os.PathLike, chunk_ids: set[str] | None = None) -> lis
         seen.add(qid)
         _text(record, "query", path, line)
         relevant = _text_list(record, "relevant", path, line)
-        if not relevant:
+        unretrievable = _unretrievable(record["unretrievable"], path, line) if "unretrievable" in record else {}
+        if not relevant and not unretrievable:
             raise DataFormatError("field 'relevant' is empty", path=path, line=line)
         if chunk_ids is not None:
             unknown = [r for r in relevant if r not in chunk_ids]
@@ -202,5 +216,7 @@ def read_eval(path: str | os.PathLike, chunk_ids: set[str] | None = None) -> lis
         entry = {"query_id": qid, "query": record["query"], "relevant": relevant}
         if "grades" in record:
             entry["grades"] = _grades(record["grades"], relevant, path, line)
+        if unretrievable:
+            entry["unretrievable"] = unretrievable
         queries.append(entry)
     return queries

@@ -2,10 +2,18 @@
 
 report.json::
 
-    {"before": {metric: value}, "after": {metric: value}, "delta": {metric: after - before},
-     "evaluation": {"queries": n, "source": "...", "level": "chunk"},
+    {"evaluation_source": "your labelled queries (...)" | "synthetic queries from builder X — ...",
+     "before": {metric: value}, "after": {metric: value}, "delta": {metric: after - before},
+     "evaluation": {"queries": n, "source": "...", "level": "chunk", "kind": "labelled" | "synthetic"},
      "counts": {...}, "timings": {stage: seconds, "total": s}, "settings": {...},
-     "loss_history": [[step, loss], ...], "files": {name: path}}
+     "loss_history": [[step, loss], ...], "files": {name: path},
+     "bm25": {metric: value} | {"skipped": why},
+     "query_changes": {"improved": [row, ...], "worse": [row, ...]}}
+
+A ``query_changes`` row: ``{"query_id", "query", "rank_before", "rank_after", "ndcg@10_before",
+"ndcg@10_after"}`` (+ ``"rank_bm25"``), a rank being that of the query's first relevant item (None:
+not in the first 100). report.md opens with the evaluation source, so nobody mistakes synthetic
+queries for their users' searches.
 
 The metrics are recall@1/5/10/100, ndcg@10, mrr@10 and map@100. report.png (matplotlib, Agg
 backend, no display needed) shows the training loss curve beside before/after bars.
@@ -18,10 +26,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from embtune.pipeline.evaluation import REPORT_METRICS
+from embtune.pipeline.evaluation import REPORT_KS, REPORT_METRICS
 from embtune.utils.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 logger = logging.getLogger("embtune")
+CHANGED_QUERIES = 10
+"""How many most-improved and most-worsened queries the report lists."""
+BM25_ROW = "BM25 (keywords)"
 
 
 def build_report(before: dict[str, float], after: dict[str, float] | None, **sections: Any) -> dict[str, Any]:
@@ -37,20 +48,97 @@ def build_report(before: dict[str, float], after: dict[str, float] | None, **sec
     return report
 
 
+def query_changes(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]], texts: dict[str, str],
+                  n: int = CHANGED_QUERIES, bm25: dict[str, dict[str, Any]] | None = None) -> dict[str, list]:
+    """The ``n`` queries that improved most and the ``n`` that got worse.
+
+    In: per-query values before and after training (``{query id: {"ndcg@10": v, "rank": r or None}}``,
+    ``embtune.eval.metrics.per_query_metrics``), the query texts, optionally BM25's per-query values.
+    A query's change is its nDCG@10 difference, ties broken by the change of 1/rank (so a relevant
+    item moving from rank 40 to 12 counts too); unchanged queries are in neither list. Out:
+    ``{"improved": rows best first, "worse": rows worst first}`` (rows: see the module docstring).
+    """
+    def rr(rank: Any) -> float:
+        return 1.0 / rank if rank else 0.0
+
+    changes = []
+    for qid in before.keys() & after.keys():
+        b, a = before[qid], after[qid]
+        key = (a.get("ndcg@10", 0.0) - b.get("ndcg@10", 0.0), rr(a.get("rank")) - rr(b.get("rank")))
+        row = {"query_id": qid, "query": texts.get(qid, ""), "rank_before": b.get("rank"),
+               "rank_after": a.get("rank"), "ndcg@10_before": b.get("ndcg@10"), "ndcg@10_after": a.get("ndcg@10")}
+        if bm25 is not None and qid in bm25:
+            row["rank_bm25"] = bm25[qid].get("rank")
+        changes.append((key, qid, row))
+    improved = sorted((c for c in changes if c[0] > (0.0, 0.0)), key=lambda c: (-c[0][0], -c[0][1], c[1]))
+    worse = sorted((c for c in changes if c[0] < (0.0, 0.0)), key=lambda c: (c[0][0], c[0][1], c[1]))
+    return {"improved": [c[2] for c in improved[:n]], "worse": [c[2] for c in worse[:n]]}
+
+
+def _rank(rank: Any) -> str:
+    return str(rank) if rank else f">{max(REPORT_KS)}"
+
+
+def _cell(text: str, width: int = 90) -> str:
+    text = " ".join(str(text).split()).replace("|", "\\|")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _changes_markdown(changes: dict[str, list], level: str) -> list[str]:
+    """The improved / worse query tables of report.md."""
+    lines: list[str] = []
+    item = "document" if level.startswith("document") else "chunk"
+    for title, key in (("Queries that improved most", "improved"), ("Queries that got worse", "worse")):
+        rows = changes.get(key) or []
+        lines += [f"## {title}", ""]
+        if not rows:
+            lines += ["None.", ""]
+            continue
+        bm25 = any("rank_bm25" in r for r in rows)
+        lines += [f"Rank of the first relevant {item} before → after training (>{max(REPORT_KS)}: not in the "
+                  f"first {max(REPORT_KS)}){'; BM25 for comparison' if bm25 else ''}.", "",
+                  "| query | rank | nDCG@10 |" + (" BM25 rank |" if bm25 else ""),
+                  "|---|---|---|" + ("---|" if bm25 else "")]
+        for r in rows:
+            cells = [_cell(r["query"]), f"{_rank(r['rank_before'])} → {_rank(r['rank_after'])}",
+                     f"{r['ndcg@10_before']:.3f} → {r['ndcg@10_after']:.3f}"]
+            if bm25:
+                cells.append(_rank(r.get("rank_bm25")) if "rank_bm25" in r else "")
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
 def report_markdown(report: dict[str, Any]) -> str:
-    """report.md: the before/after table, then counts, timings and where the files are."""
+    """report.md: the evaluation source (first line), the before/after table (with a BM25 row when
+    there is one), the queries that changed most, then counts, timings and where the files are."""
     from embtune.report import metrics_table
 
     rows = {"before": report["before"]}
     if "after" in report:
         rows["after"] = report["after"]
         rows["Δ"] = report["delta"]
-    lines = ["# embtune from-corpus report", ""]
+    bm25 = report.get("bm25") or {}
+    if bm25 and "skipped" not in bm25:
+        rows[BM25_ROW] = bm25
+    source = report.get("evaluation_source")
+    lines = [f"# embtune from-corpus report: evaluated on {source}" if source else "# embtune from-corpus report", ""]
     evaluation = report.get("evaluation", {})
     if evaluation:
         lines += [f"Evaluated on {evaluation.get('queries', '?')} queries ({evaluation.get('source', '')}), "
                   f"retrieving among {evaluation.get('chunks', '?')} chunks.", ""]
     lines += [metrics_table(rows, keys=REPORT_METRICS), ""]
+    if BM25_ROW in rows:
+        lines += [f"{BM25_ROW}: the same queries answered by keyword search (bm25s); if it beats the dense "
+                  "rows, dense retrieval is not paying off on this corpus yet.", ""]
+    elif "skipped" in bm25:
+        lines += [f"No BM25 row: {bm25['skipped']}.", ""]
+    # -- model selection (embtune.pipeline.selection): its own section, owned there --
+    from embtune.pipeline.selection import report_lines
+
+    lines += report_lines(report.get("selection"))
+    if report.get("query_changes"):
+        lines += _changes_markdown(report["query_changes"], evaluation.get("level", "chunk"))
     for title, key in (("Counts", "counts"), ("Timings (seconds)", "timings"), ("Files", "files")):
         section = report.get(key) or {}
         if section:

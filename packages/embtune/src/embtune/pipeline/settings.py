@@ -6,6 +6,7 @@ mistake costs a second, not an hour of training.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,7 +30,8 @@ class RunSettings:
     model: str | None = None
     """Model folder or hub id; None: the embedded all-MiniLM-L6-v2."""
     pairs: str = "auto"
-    """Pair builder: auto (labels if --labels, else llm if --llm-url, else heuristic), heuristic, llm, labels."""
+    """Pair builder: auto (labels if --labels, else llm if --llm-url or --llm-gguf, else heuristic), heuristic,
+    llm, labels."""
     labels: Path | None = None
     """Training qrels TSV (query-id, doc-id, score) naming documents of the corpus."""
     queries: Path | None = None
@@ -48,6 +50,8 @@ class RunSettings:
     export: tuple[str, ...] = ()
     llm_url: str | None = None
     llm_model: str | None = None
+    llm_gguf: Path | None = None
+    """Local GGUF instruct model for the llm pair builder (llama-cpp-python), instead of --llm-url."""
     seed: int = 42
     force: bool = False
     chunk_tokens: int = 256
@@ -59,7 +63,7 @@ class RunSettings:
     """Checkpoint every N training steps (the last step is always saved)."""
     max_seq_length: int | None = None
     loss: str = "infonce"
-    """Training loss (``embtune.losses.LOSS_NAMES``)."""
+    """Training loss (``embtune.choices.LOSS_NAMES``)."""
     matryoshka_dims: tuple[int, ...] | None = None
     lora_alpha: int | None = None
     """None: 2 x lora_r."""
@@ -79,6 +83,11 @@ class RunSettings:
     """Also keep a pair whose query-positive cosine reaches this; with filter_top_k 0 the only test."""
     dedup_cosine: float = 0.95
     """Drop a query above this cosine with a kept query of the same chunk (1: keep all)."""
+    select_strength: bool = True
+    """Pick the checkpoint and adapter strength that validate best on pseudo-queries of a signal the
+    model was not trained on (``embtune.pipeline.selection``); strength 0 keeps the base model."""
+    strengths: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    """Adapter strengths weighed by the selection (0: base model, 1: the tuned model)."""
     show_progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -89,7 +98,7 @@ class RunSettings:
             return self.pairs
         if self.labels is not None:
             return "labels"
-        return "llm" if self.llm_url else "heuristic"
+        return "llm" if self.llm_url or self.llm_gguf else "heuristic"
 
     def eval_queries_path(self) -> Path | None:
         """Queries file for --eval-labels: --queries, else CORPUS/queries.jsonl when it exists."""
@@ -103,7 +112,7 @@ class RunSettings:
     def check(self, until: str | None = None) -> "RunSettings":
         """Normalise paths and refuse contradictions; returns self. ``until="pairs"`` (embtune pairs)
         skips the training flags. Raises ConfigError (flags) or DataFormatError (a missing file)."""
-        for name in ("corpus", "out", "labels", "queries", "eval_labels"):
+        for name in ("corpus", "out", "labels", "queries", "eval_labels", "llm_gguf"):
             value = getattr(self, name)
             if value is not None:
                 setattr(self, name, Path(value))
@@ -111,6 +120,9 @@ class RunSettings:
         if self.pairs not in PAIR_BUILDERS:
             raise ConfigError(f"--pairs must be one of {', '.join(PAIR_BUILDERS)}; got {self.pairs!r}")
         _check_ints(self)
+        from embtune.pipeline.selection import check_strengths
+
+        self.strengths = check_strengths(self.strengths)
         _check_filter(self)
         if until is None:
             check_training_options(self)
@@ -129,17 +141,25 @@ class RunSettings:
             raise ConfigError("--llm-url needs --llm-model (the model name the server serves)")
         if self.llm_model and not self.llm_url:
             raise ConfigError("--llm-model needs --llm-url (an OpenAI-compatible endpoint)")
-        if builder == "llm" and not self.llm_url:
-            raise ConfigError("--pairs llm needs --llm-url URL and --llm-model NAME")
+        if self.llm_url and self.llm_gguf:
+            raise ConfigError("--llm-url and --llm-gguf are two sources of LLM queries; give one")
+        if builder == "llm" and not (self.llm_url or self.llm_gguf):
+            raise ConfigError("--pairs llm needs --llm-url URL and --llm-model NAME, or --llm-gguf FILE")
+        if self.llm_gguf is not None and builder != "llm":
+            raise ConfigError(f"--llm-gguf is only used by the llm pair builder, not --pairs {builder}")
         if until is not None and self.export:
             raise ConfigError("--export applies to a trained model, not to `embtune pairs`")
         if not self.corpus.exists():
             raise DataFormatError("corpus folder does not exist", path=self.corpus)
         for flag, path in (("--labels", self.labels), ("--queries", self.queries),
-                           ("--eval-labels", self.eval_labels)):
+                           ("--eval-labels", self.eval_labels), ("--llm-gguf", self.llm_gguf)):
             if path is not None and not path.is_file():
                 raise DataFormatError(f"{flag} file does not exist" if not path.exists()
                                       else f"{flag} is not a file", path=path)
+        if self.llm_gguf is not None and importlib.util.find_spec("llama_cpp") is None:
+            from embtune.pairs.llm_local import MISSING
+
+            raise ConfigError(MISSING)
         if self.eval_labels is not None and self.eval_queries_path() is None:
             raise ConfigError("--eval-labels needs --queries (or a queries.jsonl inside the corpus folder)")
         return self
@@ -151,6 +171,7 @@ class RunSettings:
             if isinstance(value, os.PathLike):
                 out[key] = str(value)
         out["export"] = list(self.export)
+        out["strengths"] = list(self.strengths)
         for key in ("matryoshka_dims", "lora_target_modules"):
             if isinstance(out[key], tuple):
                 out[key] = list(out[key])

@@ -14,6 +14,7 @@ atomically. ``data_stages`` wires them into a Pipeline with their manifest keys.
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -79,16 +80,17 @@ def chunk_stage(corpus: Path, out_path: Path, load_model: Callable[[], Any], chu
     ``load_model()`` gives the model whose tokenizer measures chunks (called only once the documents
     are read, so a bad corpus fails before any model loads); a chunk holds at most ``chunk_tokens``
     tokens (fewer if the model's window is smaller) and repeats ``overlap`` tokens of the previous one.
-    Out: ``{"documents", "chunks", "skipped_files", "max_tokens"}``. Raises DataFormatError naming
-    the corpus when no document or no chunk comes out of it.
+    Out: ``{"documents", "chunks", "skipped_files", "max_tokens", "empty_documents": ids of documents
+    without text}``. Raises DataFormatError naming the corpus when no document or no chunk comes out of it.
     """
     skipped: list[str] = []
+    empty: list[str] = []
 
     def note(message: str) -> None:
         skipped.append(message)
         warn(message)
 
-    docs = corpus_api.read_documents(corpus, note, show_progress)
+    docs = corpus_api.read_documents(corpus, note, show_progress, empty)
     model = load_model()
     max_tokens = min(chunk_tokens, corpus_api.max_tokens_for(model))
     overlap = min(overlap, max_tokens // 2)
@@ -99,7 +101,8 @@ def chunk_stage(corpus: Path, out_path: Path, load_model: Callable[[], Any], chu
     if len({c["id"] for c in chunks}) != len(chunks):
         raise EmbtuneError("chunk ids are not unique; document ids must be unique", path=corpus)
     write_jsonl(out_path, chunks)
-    return {"documents": len(docs), "chunks": len(chunks), "skipped_files": len(skipped), "max_tokens": max_tokens}
+    return {"documents": len(docs), "chunks": len(chunks), "skipped_files": len(skipped), "max_tokens": max_tokens,
+            "empty_documents": sorted(set(empty))}
 
 
 def embed_stage(chunks_path: Path, out_path: Path, model: Any, show_progress: bool = True) -> dict[str, Any]:
@@ -117,7 +120,8 @@ def embed_stage(chunks_path: Path, out_path: Path, model: Any, show_progress: bo
     return {"chunks": int(emb.shape[0]), "dim": int(emb.shape[1])}
 
 
-def pairs_stage(chunks_path: Path, emb_path: Path, out_path: Path, s: "RunSettings", model: Any) -> dict[str, Any]:
+def pairs_stage(chunks_path: Path, emb_path: Path, out_path: Path, s: "RunSettings", model: Any,
+                warn: Callable[[str], None] = lambda message: None, empty_doc_ids: list[str] = ()) -> dict[str, Any]:
     """Build (query, positive) pairs from the chunks with the settings' builder, drop those the base
     model does not confirm (the positive must rank in its query's top ``s.filter_top_k``, or reach
     ``s.min_cosine``) and queries that nearly repeat another of the same chunk (cosine >
@@ -125,15 +129,19 @@ def pairs_stage(chunks_path: Path, emb_path: Path, out_path: Path, s: "RunSettin
     The user's own labels are kept as given, except exact repeats (SciFact, for one, labels claims and
     their negations, whose embeddings are near-identical, against the same abstract).
 
-    Out: ``{"builder", "built", "kept", "filter"}``. Raises EmbtuneError when no pair comes out.
+    Too few heuristic pairs fall back to keyword queries (``sources.build_pairs``, one ``warn`` line);
+    labels naming ``empty_doc_ids`` (documents without text) give no pair.
+
+    Out: ``{"builder", "built", "kept", "filter", "fallback"}``. Raises EmbtuneError when no pair comes out.
     """
+    from embtune.pipeline import sources
+
     chunks = read_chunks(chunks_path)
     emb = load_embeddings(emb_path)
     builder = s.builder
-    pairs = corpus_api.build_pairs(builder, chunks, s, model, emb, s.show_progress)
+    pairs, fallback = sources.build_pairs(builder, chunks, s, model, emb, warn, empty_doc_ids)
     if not pairs:
-        raise EmbtuneError(f"the {builder} pair builder produced no pairs from {len(chunks)} chunks; the corpus may "
-                           "be too small or have too little text", path=s.corpus)
+        raise EmbtuneError(sources.no_pairs_message(builder, len(chunks)), path=s.corpus)
     labelled = builder == "labels"
     kept, stats = corpus_api.filter_pairs(pairs, model, chunks, None if labelled else (s.filter_top_k or None),
                                           None if labelled else s.dedup_cosine, emb, s.show_progress,
@@ -142,26 +150,33 @@ def pairs_stage(chunks_path: Path, emb_path: Path, out_path: Path, s: "RunSettin
         raise EmbtuneError(f"no pair survived the consistency filter (of {len(pairs)} built); the corpus may be "
                            "too small or too repetitive", path=s.corpus)
     write_jsonl(out_path, kept)
-    return {"builder": builder, "built": len(pairs), "kept": len(kept), "filter": stats}
+    return {"builder": builder, "built": len(pairs), "kept": len(kept), "filter": stats, "fallback": fallback}
 
 
-def split_stage(pairs_path: Path, chunks_path: Path, train_path: Path, eval_path: Path,
-                s: "RunSettings") -> dict[str, Any]:
+def split_stage(pairs_path: Path, chunks_path: Path, train_path: Path, eval_path: Path, s: "RunSettings",
+                warn: Callable[[str], None] = lambda message: None, empty_doc_ids: list[str] = ()) -> dict[str, Any]:
     """Write the evaluation queries (``eval_path``) and the pairs left for training (``train_path``).
 
     Without --eval-labels, whole source documents are held out (``eval_fraction`` of them, seeded)
-    and their pairs become eval queries; with it, every pair trains and the user's labelled queries,
-    each relevant document mapped to all its chunks, are the evaluation set. Out: counts and the
-    held-out document ids. Raises EmbtuneError when either side is empty.
+    and their pairs become eval queries; with it, the user's labelled queries, each relevant document
+    mapped to all its chunks, are the evaluation set, and every pair trains except, with
+    ``select_strength``, those of ``eval_fraction`` of documents held out to validate the selection. Out: counts and the
+    held-out document ids. Raises EmbtuneError when either side is empty. Held-out queries fall back to
+    verbatim (keyword) ones when nothing else exists (``sources.split_held_out``, one ``warn`` line;
+    ``eval_builders`` in the info); a labelled document in ``empty_doc_ids`` (no text) stays judged as
+    an unretrievable miss.
     """
+    from embtune.pipeline import sources
+
     pairs = read_pairs(pairs_path)
+    eval_builders: list[str] = []
     if s.eval_labels is None:
         try:
-            train_pairs, eval_records = corpus_api.split_by_document(pairs, s.eval_fraction, s.seed)
+            train_pairs, eval_records, held_out, eval_builders = sources.split_held_out(pairs, s.eval_fraction,
+                                                                                        s.seed, warn)
         except ConfigError as exc:
             raise EmbtuneError(f"{exc}. Add documents, or evaluate on your own labelled queries with "
                                "--eval-labels QRELS.tsv --queries QUERIES.jsonl", path=s.corpus) from None
-        held_out = sorted({p["doc_id"] for p in pairs} - {p["doc_id"] for p in train_pairs})
         source = f"held-out {s.eval_fraction:.0%} of documents"
         dropped = 0
     else:
@@ -169,9 +184,13 @@ def split_stage(pairs_path: Path, chunks_path: Path, train_path: Path, eval_path
         doc_chunks = labels.chunks_by_doc(chunks)
         queries_path = s.eval_queries_path()
         queries = labels.read_queries(queries_path)
-        judgements = labels.read_label_qrels(s.eval_labels, queries, set(doc_chunks))
-        eval_records, dropped = labels.eval_queries_from_labels(judgements, queries, doc_chunks)
+        judgements = labels.read_label_qrels(s.eval_labels, queries, set(doc_chunks), set(empty_doc_ids))
+        eval_records, dropped = labels.eval_queries_from_labels(judgements, queries, doc_chunks, empty_doc_ids)
         train_pairs, held_out = pairs, []
+        if s.select_strength:  # validation documents for pipeline.selection (never the labelled test queries)
+            with contextlib.suppress(ConfigError):  # too few documents: the selection says it cannot validate
+                train_pairs, _ = corpus_api.split_by_document(pairs, s.eval_fraction, s.seed)
+                held_out = sorted({p["doc_id"] for p in pairs} - {p["doc_id"] for p in train_pairs})
         source = f"labelled queries of {s.eval_labels.name}"
     if not eval_records:
         raise EmbtuneError("no evaluation query: too few documents to hold some out (add documents, raise "
@@ -182,7 +201,7 @@ def split_stage(pairs_path: Path, chunks_path: Path, train_path: Path, eval_path
     write_jsonl(train_path, train_pairs)
     write_jsonl(eval_path, (as_record(q, EVAL_FIELDS, EVAL_OPTIONAL) for q in eval_records))
     return {"train_pairs": len(train_pairs), "eval_queries": len(eval_records), "eval_source": source,
-            "held_out_documents": held_out, "eval_queries_without_chunks": dropped}
+            "held_out_documents": held_out, "eval_queries_without_chunks": dropped, "eval_builders": eval_builders}
 
 
 def negatives_count(counts: list[int], wanted: int, keep_share: float = KEEP_SHARE) -> int:
@@ -225,16 +244,23 @@ def negatives_stage(pairs_path: Path, chunks_path: Path, emb_path: Path, out_pat
 # -- wiring ------------------------------------------------------------------------------------
 
 
-def check_label_files(s: "RunSettings", chunks_path: Path) -> None:
+def check_label_files(s: "RunSettings", chunks_path: Path, empty_doc_ids: list[str] = (),
+                      warn: Callable[[str], None] = lambda message: None) -> None:
     """Read --labels/--queries and --eval-labels against the chunked documents before any pair is built,
-    so a bad id fails in seconds (DataFormatError naming the file and line)."""
+    so a bad id fails in seconds (DataFormatError naming the file and line). Judgements naming
+    ``empty_doc_ids`` (documents without text, which BEIR keeps judging) are no error: one ``warn`` line
+    counts them (left out of training, kept in evaluation as misses)."""
     if s.labels is None and s.eval_labels is None:
         return
-    doc_ids = {c["doc_id"] for c in read_chunks(chunks_path)}
-    if s.labels is not None:
-        labels.read_label_qrels(s.labels, labels.read_queries(s.queries), doc_ids)
-    if s.eval_labels is not None:
-        labels.read_label_qrels(s.eval_labels, labels.read_queries(s.eval_queries_path()), doc_ids)
+    doc_ids = {c["doc_id"] for c in read_chunks(chunks_path, fields=("doc_id",))}
+    empty, named = set(empty_doc_ids), []
+    for qrels, queries in ((s.labels, s.queries), (s.eval_labels, s.eval_queries_path())):
+        if qrels is not None:
+            named += [d for _, d, _ in labels.read_label_qrels(qrels, labels.read_queries(queries), doc_ids, empty)
+                      if d in empty]
+    if named:
+        warn(f"{len(named)} judgement(s) name {len(set(named))} document(s) with no text (e.g. {named[0]!r}): left "
+             "out of training, kept in evaluation as misses (nothing to retrieve)")
 
 
 def data_stages(pipe: "Pipeline") -> dict[str, Any]:
@@ -258,21 +284,29 @@ def data_stages(pipe: "Pipeline") -> dict[str, Any]:
         raise EmbtuneError(f"found {info['chunks'].get('documents')} document; holding documents out for evaluation "
                            "needs at least 2. Add documents, or evaluate on your own labelled queries with "
                            "--eval-labels QRELS.tsv --queries QUERIES.jsonl", path=s.corpus)
-    check_label_files(s, chunks)
+    empty_docs = info["chunks"].get("empty_documents", [])
+    check_label_files(s, chunks, empty_docs, warn)
     info["embed"] = pipe.stage("embed", {"chunks": chunks, "model": model_key}, seq, [EMBEDDINGS],
                                lambda: embed_stage(chunks, emb, pipe.base_model(), s.show_progress))
     label_inputs = {"labels": s.labels, "queries": s.queries} if s.builder == "labels" else {}
+    if s.llm_gguf is not None:  # --llm-gguf: the model file's fingerprint, so another model rebuilds the pairs
+        from embtune.pairs.llm_local import gguf_fingerprint
+
+        label_inputs["llm_gguf"] = gguf_fingerprint(s.llm_gguf)
     info["pairs"] = pipe.stage(
         "pairs", {"chunks": chunks, "embeddings": emb, "model": model_key, **label_inputs},
         {"builder": s.builder, "seed": s.seed, "llm_url": s.llm_url, "llm_model": s.llm_model,
          "top_k": s.filter_top_k, "dedup_cosine": s.dedup_cosine, "labels_kept_as_given": True, **seq,
          **({"min_cosine": s.min_cosine} if s.min_cosine is not None else {})},
-        [BUILT], lambda: pairs_stage(chunks, emb, built, s, pipe.base_model()))
+        [BUILT], lambda: pairs_stage(chunks, emb, built, s, pipe.base_model(), warn, empty_docs))
     split_inputs: dict[str, Path] = {"pairs": built, "chunks": chunks}
     if s.eval_labels is not None:
         split_inputs.update(eval_labels=s.eval_labels, eval_queries=s.eval_queries_path())
-    info["split"] = pipe.stage("split", split_inputs, {"eval_fraction": s.eval_fraction, "seed": s.seed},
-                               ["eval.jsonl", SPLIT], lambda: split_stage(built, chunks, split, evals, s))
+    held_for_selection = {"selection_holdout": True} if s.eval_labels is not None and s.select_strength else {}
+    info["split"] = pipe.stage("split", split_inputs, {"eval_fraction": s.eval_fraction, "seed": s.seed,
+                                                       **held_for_selection},
+                               ["eval.jsonl", SPLIT], lambda: split_stage(built, chunks, split, evals, s, warn,
+                                                                          empty_docs))
     held_out = info["split"].get("held_out_documents", [])
     info["negatives"] = pipe.stage(
         "negatives", {"pairs": split, "chunks": chunks, "embeddings": emb, "model": model_key},
@@ -303,19 +337,27 @@ def data_counts(info: dict[str, Any]) -> dict[str, Any]:
 
 def describe(name: str, info: dict[str, Any]) -> str:
     """One-line summary of a finished stage's info for the console."""
+    if name == "validation":
+        return (f"{info.get('queries')} validation queries ({', '.join(info.get('signals', []))}) of "
+                f"{info.get('documents')} held-out documents")
+    if name == "select":
+        return str(info.get("message", ""))
     if name == "chunks":
         return f"{info.get('documents')} documents -> {info.get('chunks')} chunks"
     if name in ("embed", "embed_after"):
         return f"{info.get('chunks')} chunk embeddings (dim {info.get('dim')})"
     if name == "pairs":
-        return f"{info.get('builder')}: {info.get('built')} built, {info.get('kept')} kept after filtering"
+        fallback = f" (with {info['fallback']} queries)" if info.get("fallback") else ""
+        return f"{info.get('builder')}{fallback}: {info.get('built')} built, {info.get('kept')} kept after filtering"
     if name == "split":
         return f"{info.get('eval_queries')} evaluation queries ({info.get('eval_source')})"
     if name == "negatives":
         dropped = info.get("dropped") or 0
         return (f"{info.get('pairs')} training pairs with {info.get('negatives_per_pair')} hard negative(s)"
                 + (f" ({dropped} pairs with fewer dropped)" if dropped else ""))
-    if name in ("baseline", "after"):
+    if name == "bm25" and info.get("skipped"):
+        return f"skipped: {info['skipped']}"
+    if name in ("baseline", "after", "bm25"):
         m = info.get("metrics", {})
         return f"nDCG@10 {m.get('ndcg@10', float('nan')):.4f}, recall@10 {m.get('recall@10', float('nan')):.4f}"
     if name == "train":

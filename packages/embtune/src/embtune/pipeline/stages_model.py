@@ -2,7 +2,9 @@
 
     baseline     base model + chunk embeddings + eval.jsonl -> work/before.json
     train        pairs.jsonl                  -> adapter/ (model/ with --full); checkpoints/ on the way
-    merge        adapter/                     -> merged/  (plain sentence-transformers folder)
+    validation   chunks + pairs.jsonl + held-out documents -> work/validation.jsonl  (``pipeline.selection``)
+    select       adapter/ + checkpoints/ + validation -> selection.json  (checkpoint x adapter strength)
+    merge        adapter/ (+ selection.json)  -> merged/  (plain sentence-transformers folder, the chosen one)
     embed_after  merged/ + chunks.jsonl       -> work/chunk_embeddings.merged.npy
     after        merged/ + its chunk embeddings + eval.jsonl -> work/after.json
     export       merged/                      -> exports/ (only with --export)
@@ -17,6 +19,7 @@ a training run with other inputs or settings are removed before training starts 
 """
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from pathlib import Path
@@ -39,7 +42,8 @@ LOSS_POINTS = 40
 
 def eval_stage(model: Any, chunks_path: Path, eval_path: Path, emb_path: Path, out_path: Path, level: str,
                show_progress: bool = True) -> dict[str, Any]:
-    """Evaluate ``model`` on the run's chunks and eval queries; write all metrics to ``out_path``.
+    """Evaluate ``model`` on the run's chunks and eval queries; write all metrics (and each query's
+    values, ``per_query``, for the report's changed queries) to ``out_path``.
 
     ``emb_path``: the model's own chunk embeddings (.npy, from an embed stage); ``level``: "chunk"
     or "document" (``evaluation.evaluate_chunks``). Out: ``{"metrics": the report metrics,
@@ -49,7 +53,8 @@ def eval_stage(model: Any, chunks_path: Path, eval_path: Path, emb_path: Path, o
 
     chunks = read_chunks(chunks_path, fields=("id", "doc_id"))  # the texts are not needed to search
     queries = read_eval(eval_path, {c["id"] for c in chunks})
-    metrics = evaluate_chunks(model, chunks, queries, load_embeddings(emb_path), level, show_progress=show_progress)
+    metrics = evaluate_chunks(model, chunks, queries, load_embeddings(emb_path), level, show_progress=show_progress,
+                              per_query=True)  # per-query values for the report's changed queries
     atomic_write_json(out_path, metrics)
     return {"metrics": headline(metrics), "queries": len(queries), "chunks": len(chunks), "level": level}
 
@@ -80,12 +85,20 @@ def train_stage(pairs_path: Path, run_dir: Path, settings: "TrainSettings") -> d
             "resumed_from": str(result.resumed_from) if result.resumed_from else None, "path": str(weights)}
 
 
-def merge_stage(weights: Path, merged: Path, qlora: bool) -> dict[str, Any]:
-    """Merge the trained adapter (or copy the full model) into ``merged`` as a plain ST folder."""
+def merge_stage(weights: Path, merged: Path, qlora: bool, choice: dict[str, Any] | None = None,
+                base_source: str | None = None) -> dict[str, Any]:
+    """Merge the trained adapter (or copy the full model) into ``merged`` as a plain ST folder; with a
+    selection ``choice`` (``pipeline.selection``: checkpoint, strength) that candidate is written."""
     from embtune.pipeline.training import merge_model
 
-    merge_model(weights, merged, qlora=qlora)
-    return {"path": str(merged)}
+    strength, checkpoint = 1.0, None
+    if choice is not None:
+        strength = float(choice["strength"])
+        if choice.get("checkpoint", "final") not in ("final", "base"):
+            checkpoint = merged.parent / "checkpoints" / choice["checkpoint"]
+    merge_model(weights, merged, qlora=qlora, strength=strength, checkpoint=checkpoint, base_source=base_source)
+    return {"path": str(merged), "strength": strength,
+            "checkpoint": choice.get("checkpoint", "final") if choice else "final"}
 
 
 def export_stage(merged: Path, exports: Path, formats: tuple[str, ...]) -> dict[str, Any]:
@@ -109,9 +122,9 @@ def _clear_stale_checkpoints(pipe: "Pipeline", key: str) -> None:
 
 
 def model_stages(pipe: "Pipeline") -> dict[str, Any]:
-    """Run baseline -> train -> merge -> embed_after -> after -> export in ``pipe``; returns the infos by
-    stage name."""
-    from embtune.pipeline.stages import EMBEDDINGS, embed_stage
+    """Run baseline -> train -> (validation -> select, with ``select_strength``) -> merge -> embed_after ->
+    after -> export in ``pipe``; returns the infos by stage name."""
+    from embtune.pipeline.stages import EMBEDDINGS, embed_stage, model_source
 
     s = pipe.s
     chunks, evals, pairs = pipe.path("chunks.jsonl"), pipe.path("eval.jsonl"), pipe.path("pairs.jsonl")
@@ -133,8 +146,18 @@ def model_stages(pipe: "Pipeline") -> dict[str, Any]:
                                lambda: train_stage(pairs, pipe.dir, ts),
                                before_run=lambda key: _clear_stale_checkpoints(pipe, key))
     merged = pipe.path("merged")
-    info["merge"] = pipe.stage("merge", {"weights": weights}, {"qlora": s.qlora}, ["merged"],
-                               lambda: merge_stage(weights, merged, s.qlora))
+    merge_inputs: dict[str, Path | str] = {"weights": weights}
+    choice = None
+    if s.select_strength:
+        from embtune.pipeline.selection import run_selection
+
+        info.update(run_selection(pipe, info["train"], weights))
+        choice = info["select"]["choice"]
+        merge_inputs.update(selection=json.dumps(choice, sort_keys=True), model=model_key)
+        if choice["checkpoint"] not in ("final", "base"):
+            merge_inputs["checkpoint"] = pipe.path(f"checkpoints/{choice['checkpoint']}/trainable.safetensors")
+    info["merge"] = pipe.stage("merge", merge_inputs, {"qlora": s.qlora}, ["merged"],
+                               lambda: merge_stage(weights, merged, s.qlora, choice, model_source(s.model)))
     info["embed_after"] = pipe.stage(
         "embed_after", {"chunks": chunks, "merged": merged}, {"max_seq_length": s.max_seq_length},
         [MERGED_EMBEDDINGS], lambda: embed_stage(chunks, merged_emb, pipe.merged_model(), s.show_progress))
@@ -151,6 +174,7 @@ def model_stages(pipe: "Pipeline") -> dict[str, Any]:
 def finish_report(pipe: "Pipeline", info: dict[str, Any], seconds: float) -> dict[str, Any]:
     """Write report.json / .md / .png from the stages' infos and print the summary; returns the report."""
     from embtune.pipeline.report_files import build_report, write_report
+    from embtune.pipeline.report_sections import add_sections
     from embtune.pipeline.stages import data_counts
     from embtune.pipeline.summary import print_summary
 
@@ -173,6 +197,14 @@ def finish_report(pipe: "Pipeline", info: dict[str, Any], seconds: float) -> dic
                           counts=counts, timings=timings, settings=s.to_dict(),
                           loss_history=info["train"].get("loss_history", []),
                           files={k: str(pipe.dir / v) for k, v in files.items()})
+    if "select" in info:  # the selection of pipeline.selection: in report.json/.md, one line on the console
+        from embtune.pipeline.selection import SELECTION, read_selection
+
+        report["selection"] = read_selection(pipe.path(SELECTION))
+        report["files"]["selection"] = str(pipe.dir / SELECTION)
+    report = add_sections(pipe, info, report)  # evaluation source first, BM25 row, queries that changed
     write_report(pipe.dir, report)
     print_summary(pipe.console, report, pipe.dir)
+    if "selection" in report and s.show_progress:
+        pipe.console.print(f"[bold]selection[/] {report['selection'].get('message', '')}", highlight=False)
     return report

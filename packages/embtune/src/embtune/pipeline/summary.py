@@ -36,7 +36,8 @@ def stage_line(console, name: str, status: str, seconds: float | None = None, de
 
 
 def print_summary(console, report: dict[str, Any], run_dir: str | Path) -> None:
-    """The end-of-run summary: before → after table and where the files are."""
+    """The end-of-run summary: what the evaluation queries are, the before → after table (with BM25's
+    column when it ran) and where the files are."""
     from rich.table import Table
 
     run_dir = Path(run_dir)
@@ -49,6 +50,9 @@ def print_summary(console, report: dict[str, Any], run_dir: str | Path) -> None:
     if has_after:
         table.add_column("after", justify="right")
         table.add_column("Δ", justify="right")
+    bm25 = {} if "skipped" in (report.get("bm25") or {}) else report.get("bm25") or {}
+    if bm25:
+        table.add_column("BM25", justify="right", style="dim")
     for key in REPORT_METRICS:
         if key not in report["before"]:
             continue
@@ -57,7 +61,13 @@ def print_summary(console, report: dict[str, Any], run_dir: str | Path) -> None:
             delta = report["delta"][key]
             color = "green" if delta > 0 else ("red" if delta < 0 else "dim")
             cells += [f"{report['after'][key]:.4f}", f"[{color}]{delta:+.4f}[/]"]
+        elif has_after:
+            cells += ["", ""]
+        if bm25:
+            cells.append(f"{bm25[key]:.4f}" if key in bm25 else "")
         table.add_row(*cells)
+    if report.get("evaluation_source"):
+        console.print(f"[bold]evaluated on[/] {report['evaluation_source']}", highlight=False)
     console.print(table)
     counts = report.get("counts", {})
     if counts:

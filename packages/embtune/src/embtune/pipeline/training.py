@@ -75,8 +75,7 @@ def check_training_options(s: Any) -> None:
     """Refuse bad training options of ``s`` (TrainSettings or RunSettings: same field names) before any
     work starts; raises ConfigError naming the flag. Normalises ``loss``, ``matryoshka_dims`` and
     ``lora_target_modules`` in place."""
-    from embtune.losses import loss_key
-    from embtune.models.fast_lora import COMPUTE_MODES
+    from embtune.choices import LORA_COMPUTE_MODES as COMPUTE_MODES, loss_key
 
     if s.qlora and s.full:
         raise ConfigError("--qlora and --full exclude each other (4-bit weights cannot be trained fully)")
@@ -243,14 +242,25 @@ def train_model(data: Any, out_dir: str | os.PathLike, settings: TrainSettings,
     return model, result, weights
 
 
-def merge_model(weights: str | os.PathLike, merged_dir: str | os.PathLike, qlora: bool = False) -> Path:
+def merge_model(weights: str | os.PathLike, merged_dir: str | os.PathLike, qlora: bool = False,
+                strength: float = 1.0, checkpoint: str | os.PathLike | None = None,
+                base_source: str | None = None) -> Path:
     """Load an adapter (or full model) folder and save it merged as a plain ST folder, atomically.
 
     With ``qlora`` the base is loaded in 4-bit first, so the merge uses exactly the dequantised nf4
-    weights the adapter was trained against. Returns ``merged_dir``.
+    weights the adapter was trained against. ``strength`` < 1 moves the weights that far back toward
+    the base (0: the base model; ``embtune.models.strength``), ``checkpoint`` takes the trainable
+    weights of that training checkpoint instead of the saved ones, ``base_source`` names the base
+    of a fully trained model (needed with ``strength`` < 1). Returns ``merged_dir``.
     """
     from embtune.models import FastSentenceTransformer
 
+    if strength != 1.0 or checkpoint is not None:
+        from embtune.models.strength import StrengthModel
+
+        chosen = StrengthModel.load(weights, base_source=base_source, checkpoint=checkpoint, qlora=qlora)
+        chosen.set_strength(strength)
+        return chosen.save(merged_dir)
     model = FastSentenceTransformer.from_pretrained(str(weights), dtype="fp32", load_in_4bit=qlora)
     model.save_pretrained_merged(str(merged_dir))
     return Path(merged_dir)

@@ -1,0 +1,254 @@
+"""Model selection of a from-corpus run: which checkpoint, at which adapter strength, ships in merged/.
+
+    validation  chunks.jsonl + pairs.jsonl + held-out documents -> work/validation.jsonl
+    select      adapter/ (or model/) + kept checkpoints + validation -> selection.json
+
+A run's own held-out pairs are made by the builder it trained on, so they can show a gain that real
+queries do not. The validation set is therefore made of pseudo-queries of a *signal the model was not
+trained on* (``embtune.pairs.heuristic``): with the default heuristic pairs (title + cloze) that is
+``keywords``; with LLM or labelled pairs every heuristic signal; when training used all three, all
+three again (a held-out mix). They are built only from documents that gave no training pair (the
+held-out documents of the split; with --eval-labels the split holds such documents out too), never
+from --eval-labels, which stay a test set nothing is tuned on.
+
+Candidates are every kept checkpoint (``checkpoints/step-N``; the last is the saved weights) at every
+adapter strength alpha of the grid (``embtune.models.strength``: 0 is the base model, 1 the tuned
+one). Each is scored by nDCG@10 (``embtune.eval`` via ``pipeline.evaluation``) searching the chunks
+of the validation documents (the held-out ones, at most ``MAX_DOCUMENTS`` of them, a seeded sample);
+the best wins, a tie going to the smaller alpha, then the earlier step.
+The merge stage then writes exactly that candidate to merged/, and the report says when the choice
+was to keep the base model.
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any, Sequence
+
+from embtune.errors import ConfigError
+from embtune.pipeline.records import EVAL_FIELDS, as_record, read_chunks, read_eval, read_pairs, write_jsonl
+from embtune.utils.atomic import atomic_write_json
+
+VALIDATION = "work/validation.jsonl"
+SELECTION = "selection.json"
+DEFAULT_STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
+MAX_DOCUMENTS = 300
+"""Held-out documents validated on at most (a seeded sample): each candidate encodes their chunks."""
+MAX_QUERIES = 1000
+"""Validation queries kept at most (a seeded sample): enough to rank candidates, cheap to score."""
+METRIC = "ndcg@10"
+TIE = 1e-9
+
+
+def check_strengths(value: Any) -> tuple[float, ...]:
+    """The strength grid as a sorted tuple of distinct floats in [0, 1] (from a tuple, list or
+    ``"0,0.5,1"``); ConfigError naming --strengths otherwise."""
+    items = str(value).split(",") if isinstance(value, str) else list(value or ())
+    try:
+        grid = sorted({float(str(v).strip()) for v in items if str(v).strip()})
+    except ValueError:
+        grid = []
+    if not grid or any(not 0.0 <= a <= 1.0 for a in grid):
+        raise ConfigError(f"--strengths takes numbers between 0 and 1 separated by commas (e.g. 0,0.5,1), "
+                          f"got {value!r}")
+    return tuple(grid)
+
+
+def validation_signals(trained_builders: set[str]) -> tuple[str, ...]:
+    """The heuristic signals to validate on: those no training pair came from (``heuristic:<signal>``
+    builders), or every signal when training used them all."""
+    from embtune.pairs.heuristic import SIGNALS
+
+    unseen = tuple(s for s in SIGNALS if f"heuristic:{s}" not in trained_builders)
+    return unseen or SIGNALS
+
+
+def validation_documents(held_out: Sequence[str], seed: int, limit: int = MAX_DOCUMENTS) -> list[str]:
+    """The held-out documents the selection validates on: all of them, or a seeded sample of ``limit``."""
+    held = sorted(held_out)
+    return sorted(random.Random(seed).sample(held, limit)) if len(held) > limit else held
+
+
+def validation_stage(chunks_path: Path, pairs_path: Path, held_out: Sequence[str], out_path: Path, seed: int,
+                     limit: int = MAX_QUERIES, show_progress: bool = True) -> dict[str, Any]:
+    """Write the validation queries (eval.jsonl records) of the documents ``held_out`` to ``out_path``.
+
+    Pseudo-queries of ``validation_signals`` are built over all chunks (keywords count word rarity
+    over the corpus) and kept for chunks of ``held_out`` documents only (``validation_documents``);
+    a query text also used in training is dropped; one text asked of several chunks gets them all;
+    at most ``limit`` queries (seeded sample). Out: ``{"queries", "signals", "documents"}``
+    (``queries`` may be 0: the selection then keeps the tuned model and says it could not validate).
+    """
+    from embtune.pairs.heuristic import SIGNALS, HeuristicPairs
+    from embtune.pairs.split import query_id
+    from embtune.pipeline.corpus_api import _chunks
+
+    pairs = read_pairs(pairs_path)
+    signals = validation_signals({p["builder"] for p in pairs})
+    trained = {p["query"].strip() for p in pairs}
+    held = set(held_out)
+    records: dict[str, list[str]] = {}
+    chunks = read_chunks(chunks_path) if held else []
+    # The unseen signals first; when they give nothing (e.g. no titles or sentences to build from), a
+    # held-out mix of every signal: held-out documents were never trained on either way.
+    for tried in dict.fromkeys((signals, SIGNALS)):
+        if records or not held:
+            break
+        signals = tried
+        built = HeuristicPairs(signals=tried, seed=seed, show_progress=show_progress).build(_chunks(chunks))
+        for pair in built:
+            text = pair.query.strip()
+            if pair.doc_id in held and text and text not in trained:
+                relevant = records.setdefault(text, [])
+                if pair.positive_id not in relevant:
+                    relevant.append(pair.positive_id)
+    texts = list(records)
+    if len(texts) > limit:
+        texts = sorted(random.Random(seed).sample(texts, limit), key=texts.index)
+    write_jsonl(out_path, (as_record({"query_id": query_id(t), "query": t, "relevant": records[t]}, EVAL_FIELDS)
+                           for t in texts))
+    return {"queries": len(texts), "signals": list(signals), "documents": len(held)}
+
+
+def candidates(run_dir: Path, weights: Path, final_step: int | None) -> list[tuple[str, Path | None, int | None]]:
+    """The checkpoints to weigh, oldest first, as ``(label, checkpoint folder or None, step)``: every
+    kept ``checkpoints/step-N`` before the last step, then the saved weights (``None``: no checkpoint
+    to load), labelled ``final``."""
+    from embtune.training.checkpoint import list_checkpoints
+
+    earlier = [(f"step-{step}", path, step) for step, path in list_checkpoints(run_dir)
+               if final_step is None or step < final_step]
+    return earlier + [("final", None, final_step)]
+
+
+def select_stage(run_dir: Path, weights: Path, final_step: int | None, chunks_path: Path, validation_path: Path,
+                 held_out: Sequence[str], out_path: Path, strengths: Sequence[float], base_source: str,
+                 qlora: bool, load_options: dict[str, Any], validation_info: dict[str, Any],
+                 show_progress: bool = True) -> dict[str, Any]:
+    """Score every candidate on the validation queries and write the choice to ``out_path``.
+
+    In: the run folder (its kept checkpoints), the trained ``weights`` folder and its last step, the
+    chunks, the validation queries and the held-out documents whose chunks are searched, the strength
+    grid, the base model, ``qlora`` and further load options. Out (also in selection.json, with
+    every candidate's metrics): ``{"choice": {"checkpoint", "step", "strength", METRIC}, "kept_base",
+    "base": METRIC of the base, "message"}``.
+    """
+    from embtune.models.strength import StrengthModel
+    from embtune.pipeline.corpus_api import encode_chunk_texts
+    from embtune.pipeline.evaluation import evaluate_chunks, headline
+
+    queries = read_eval(validation_path) if validation_info.get("queries") else []  # 0: an empty file
+    held = set(held_out)
+    pool = [c for c in read_chunks(chunks_path, fields=("id", "doc_id", "text")) if c["doc_id"] in held]
+    pool_ids = {c["id"] for c in pool}
+    queries = [q for q in queries if set(q["relevant"]) <= pool_ids]
+    if not queries:
+        message = "no validation query could be built: shipping the tuned model unvalidated"
+        result = {"validation": validation_info, "metric": METRIC, "candidates": [], "kept_base": False,
+                  "choice": {"checkpoint": "final", "step": final_step, "strength": 1.0, METRIC: None},
+                  "validated": False, "message": message}
+        atomic_write_json(out_path, result)
+        return _info(result)
+
+    def score(model: Any) -> dict[str, float]:
+        emb = encode_chunk_texts(model, [c["text"] for c in pool], show_progress=show_progress)
+        return headline(evaluate_chunks(model, pool, queries, emb, "chunk", show_progress=show_progress))
+
+    rows: list[dict[str, Any]] = []
+    for label, checkpoint, step in candidates(run_dir, weights, final_step):
+        interp = StrengthModel.load(weights, base_source=base_source, checkpoint=checkpoint, qlora=qlora,
+                                    **load_options)
+        for alpha in strengths:
+            if alpha == 0.0 and rows and rows[0]["strength"] == 0.0:
+                continue  # the base model is the same whichever checkpoint
+            metrics = score(interp.set_strength(alpha))
+            rows.append({"checkpoint": "base" if alpha == 0.0 else label, "step": None if alpha == 0.0 else step,
+                         "strength": alpha, **metrics})
+        del interp
+    best = choose(rows)
+    base = next((r[METRIC] for r in rows if r["strength"] == 0.0), None)
+    kept_base = best["strength"] == 0.0
+    message = selection_message(best, base, kept_base)
+    result = {"validation": {**validation_info, "queries": len(queries), "chunks_searched": len(pool)},
+              "metric": METRIC, "candidates": rows, "kept_base": kept_base, "base": base, "validated": True,
+              "choice": {k: best[k] for k in ("checkpoint", "step", "strength", METRIC)}, "message": message}
+    atomic_write_json(out_path, result)
+    return _info(result)
+
+
+def choose(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The candidate with the best METRIC; within ``TIE`` of it, the smallest strength, then the earliest
+    step (the one closest to the base model)."""
+    top = max(r[METRIC] for r in rows)
+    tied = [r for r in rows if r[METRIC] >= top - TIE]
+    return min(tied, key=lambda r: (r["strength"], r["step"] if r["step"] is not None else -1))
+
+
+def selection_message(best: dict[str, Any], base: float | None, kept_base: bool) -> str:
+    """The one-line verdict: kept the base model, or which checkpoint and strength, with the scores."""
+    if kept_base:
+        return (f"kept the base model: no trained candidate beat it on the validation queries "
+                f"({METRIC} {best[METRIC]:.4f})")
+    against = f" vs base {base:.4f}" if base is not None else ""
+    return (f"selected {best['checkpoint']} at adapter strength {best['strength']:g} "
+            f"(validation {METRIC} {best[METRIC]:.4f}{against})")
+
+
+def _info(result: dict[str, Any]) -> dict[str, Any]:
+    return {k: result[k] for k in ("choice", "kept_base", "validated", "message")} | {"base": result.get("base")}
+
+
+def read_selection(path: Path) -> dict[str, Any]:
+    """selection.json as written by ``select_stage``; EmbtuneError naming it when unreadable."""
+    import json
+
+    from embtune.errors import EmbtuneError
+
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise EmbtuneError(f"cannot read the selection ({exc}); run again with --force", path=path) from None
+
+
+def report_lines(selection: dict[str, Any] | None) -> list[str]:
+    """The report.md section on the selection (empty when selection was off)."""
+    if not selection:
+        return []
+    v = selection.get("validation", {})
+    lines = ["## Selection", "", selection.get("message", ""), "",
+             f"Validated on {v.get('queries', 0)} pseudo-queries ({', '.join(v.get('signals', []))}, a signal the "
+             f"model was not trained on) of {v.get('documents', 0)} held-out documents; labelled test queries "
+             "are never used to choose.", ""]
+    rows = selection.get("candidates") or []
+    if rows:
+        lines += [f"| checkpoint | strength | validation {METRIC} |", "|---|---|---|"]
+        lines += [f"| {r['checkpoint']} | {r['strength']:g} | {r[METRIC]:.4f} |" for r in rows] + [""]
+    return lines
+
+
+def run_selection(pipe: Any, train_info: dict[str, Any], weights: Path) -> dict[str, Any]:
+    """Run the validation and select stages in ``pipe`` (a from-corpus Pipeline) after training, from the
+    train stage's info and its ``weights`` folder; returns their infos by stage name."""
+    from embtune.pipeline.stages import model_source
+    from embtune.pipeline.training import load_options
+    from embtune.training.checkpoint import list_checkpoints
+
+    s = pipe.s
+    chunks, pairs = pipe.path("chunks.jsonl"), pipe.path("pairs.jsonl")
+    held = validation_documents(pipe.manifest.entry("split")["info"].get("held_out_documents", []), s.seed)
+    validation = pipe.path(VALIDATION)
+    info = {"validation": pipe.stage(
+        "validation", {"chunks": chunks, "pairs": pairs}, {"documents": held, "seed": s.seed, "limit": MAX_QUERIES},
+        [VALIDATION], lambda: validation_stage(chunks, pairs, held, validation, s.seed, show_progress=s.show_progress))}
+    step = train_info.get("steps")
+    kept = {f"step-{n}": str(pipe.digest(path / "trainable.safetensors"))
+            for n, path in list_checkpoints(pipe.dir) if step is None or n < step}
+    options = {k: v for k, v in load_options(s, base=False).items() if k != "dtype"}  # fp32, prompts saved
+    info["select"] = pipe.stage(
+        "select", {"weights": weights, "chunks": chunks, "validation": validation, "model": pipe.model_id(), **kept},
+        {"strengths": list(s.strengths), "qlora": s.qlora, "metric": METRIC, "max_seq_length": s.max_seq_length,
+         "documents": held},
+        [SELECTION], lambda: select_stage(pipe.dir, weights, step, chunks, validation, held, pipe.path(SELECTION),
+                                          s.strengths, model_source(s.model), s.qlora, options,
+                                          info["validation"], s.show_progress))
+    return info

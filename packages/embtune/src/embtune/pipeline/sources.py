@@ -1,0 +1,106 @@
+"""Where a run's training pairs and evaluation queries come from, and how the report names it.
+
+* ``build_pairs``: the configured builder; for ``heuristic``, when its default signals (titles,
+  sentences) give fewer pairs than ``FALLBACK_SHARE`` of the chunks (title-less, punctuation-less
+  text: scraped or OCR'd exports), the ``keywords`` signal is added, with one warning line.
+* ``split_held_out``: held-out documents' queries become the evaluation set. Keyword and cloze
+  queries copy the text (``embtune.pairs.split.VERBATIM_BUILDERS``) and are never used for that,
+  unless no other pair exists: then they are, with one warning line, and the report says so.
+* ``evaluation_source``: the line the report opens with: the user's labelled queries, or synthetic
+  queries from builder X, which are no measure of the user's own searches.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from embtune.pipeline import corpus_api
+
+if TYPE_CHECKING:
+    from embtune.pipeline.settings import RunSettings
+
+FALLBACK_SIGNAL = "keywords"
+FALLBACK_SHARE = 0.25
+"""The heuristic builder falls back to keywords when its signals give fewer pairs than this share of
+the chunks (a corpus with titles or sentences gives about one pair per chunk)."""
+NOT_A_MEASURE = "not a measure of your users' searches"
+
+
+def build_pairs(builder: str, chunks: Sequence[dict[str, Any]], s: "RunSettings", model: Any, emb: Any,
+                warn: Callable[[str], None], empty_doc_ids: Sequence[str] = ()
+                ) -> tuple[list[dict[str, Any]], str | None]:
+    """Pair records of ``builder`` over ``chunks``, with the keywords fallback of the module docstring.
+
+    In: the builder name, chunk records, the run settings, the base model and its chunk embeddings,
+    ``warn`` (one line per fallback), ``empty_doc_ids`` (documents without text that labels may name).
+    Out: ``(pair records, "keywords" when the fallback added pairs, else None)``.
+    """
+    pairs = corpus_api.build_pairs(builder, chunks, s, model, emb, s.show_progress, empty_doc_ids=empty_doc_ids)
+    if builder != "heuristic" or len(pairs) >= FALLBACK_SHARE * len(chunks):
+        return pairs, None
+    extra = corpus_api.build_pairs(builder, chunks, s, model, emb, s.show_progress, signals=(FALLBACK_SIGNAL,))
+    if not extra:
+        return pairs, None
+    warn(f"titles and sentences gave {len(pairs)} heuristic pair(s) from {len(chunks)} chunks (text without "
+         f"titles or punctuation?); added {len(extra)} keyword-query pairs (the heuristic '{FALLBACK_SIGNAL}' "
+         "signal)")
+    return pairs + extra, FALLBACK_SIGNAL
+
+
+def no_pairs_message(builder: str, chunks: int) -> str:
+    """The error when ``builder`` gives no pair at all from ``chunks`` chunks: what to try next."""
+    if builder == "heuristic":
+        return (f"the heuristic pair builder produced no pairs from {chunks} chunks, not even keyword queries "
+                "(they need words shared by at least two chunks): add documents, or bring your own "
+                "labels (--labels QRELS.tsv --queries QUERIES.jsonl) or an LLM (--pairs llm --llm-url URL)")
+    return (f"the {builder} pair builder produced no pairs from {chunks} chunks; the corpus may be too small or "
+            "have too little text")
+
+
+def split_held_out(pairs: list[dict[str, Any]], eval_fraction: float, seed: int, warn: Callable[[str], None]
+                   ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str], list[str]]:
+    """Hold out documents for evaluation (``corpus_api.split_by_document``), falling back to verbatim
+    (keyword/cloze) queries when no other pair exists (one ``warn`` line).
+
+    Out: ``(training pairs, eval records, held-out document ids, builders of the eval queries)``.
+    Raises ConfigError from the split when no document can be held out.
+    """
+    from embtune.pairs.split import VERBATIM_BUILDERS
+
+    builders = sorted({p["builder"] for p in pairs})
+    allowed = [b for b in builders if b not in VERBATIM_BUILDERS]
+    fallback = not allowed and len({p["doc_id"] for p in pairs}) >= 2
+    if fallback:
+        allowed = builders
+        warn(f"every pair copies its query from the text ({', '.join(builders)}); evaluating on such queries of "
+             "held-out documents, which is easier than real searches: for a real measure pass --eval-labels "
+             "QRELS.tsv --queries QUERIES.jsonl")
+    train, evals = corpus_api.split_by_document(pairs, eval_fraction, seed, allowed if fallback else None)
+    held = {p["doc_id"] for p in pairs} - {p["doc_id"] for p in train}
+    used = sorted({p["builder"] for p in pairs if p["doc_id"] in held and p["builder"] in allowed})
+    return train, evals, sorted(held), used
+
+
+def evaluation_source(s: "RunSettings", pairs_info: dict[str, Any], split_info: dict[str, Any]) -> dict[str, str]:
+    """Name the evaluation queries for the report.
+
+    In: the run settings and the pairs/split stage infos. Out: ``{"kind": "labelled" | "synthetic",
+    "text": the report's first-line description}``: ``--eval-labels`` or a labels builder (whose
+    held-out queries are the user's) is "your labelled queries"; any other builder's held-out queries
+    are "synthetic queries from builder X — not a measure of your users' searches".
+    """
+    from embtune.pairs.split import VERBATIM_BUILDERS
+
+    if s.eval_labels is not None:
+        return {"kind": "labelled", "text": f"your labelled queries ({s.eval_labels.name})"}
+    builder = pairs_info.get("builder") or s.builder
+    if builder == "labels":
+        return {"kind": "labelled", "text": "your labelled queries (those of held-out documents)"}
+    used = split_info.get("eval_builders") or [builder]
+    text = f"synthetic queries from builder {', '.join(used)} — {NOT_A_MEASURE}"
+    if any(b in VERBATIM_BUILDERS for b in used):
+        text += " (their words are copied from the text, so they flatter every retriever)"
+    return {"kind": "synthetic", "text": text}
+
+
+__all__ = ["FALLBACK_SIGNAL", "FALLBACK_SHARE", "build_pairs", "no_pairs_message", "split_held_out",
+           "evaluation_source"]

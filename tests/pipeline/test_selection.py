@@ -1,0 +1,195 @@
+"""Selection of the checkpoint and adapter strength that ships (``embtune.pipeline.selection``).
+
+Adapter strength 0 is the base model and 1 the tuned model, exactly; the selection keeps the base
+when training hurts the validation queries (here: a learning rate far too high) and says so in
+selection.json, report.json and report.md; merged/ is exactly the chosen candidate; the new stages
+skip on an unchanged rerun and rerun when their settings change.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from pipeline_helpers import TINY_ARGS
+from tiny_models import randomize_lora_b
+
+from embtune.cli import main
+from embtune.errors import ConfigError
+from embtune.models import FastSentenceTransformer
+from embtune.models.strength import StrengthModel
+from embtune.pipeline.selection import check_strengths, choose, validation_signals
+
+TEXTS = ["protein folding and hydrophobic collapse", "how do cells divide", "coffee and the heart"]
+
+
+def encode(model, texts=TEXTS) -> np.ndarray:
+    return model.encode(texts, convert_to_numpy=True, normalize_embeddings=True)
+
+
+def load(path) -> FastSentenceTransformer:
+    return FastSentenceTransformer.from_pretrained(str(path), dtype="fp32", device="cpu")
+
+
+def hurt_args(model: str, *extra: str) -> list[str]:
+    """A run whose training wrecks the model: learning rate 0.5, so every trained candidate validates worse."""
+    return ["--model", model, *TINY_ARGS, "--max-steps", "6", "--batch-size", "8", "--save-steps", "3", "--lr", "0.5",
+            "--negatives", "0", "--quiet", *extra]
+
+
+def invoke(*args: str):
+    result = CliRunner().invoke(main, list(args))
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return result
+
+
+def stamps(run: Path) -> dict[str, str]:
+    stages = json.loads((run / "manifest.json").read_text())["stages"]
+    return {name: entry["finished_at"] for name, entry in stages.items()}
+
+
+# -- strength: the interpolation itself ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def adapter(tmp_path_factory, tiny_model) -> Path:
+    """A LoRA adapter of the tiny model with random (non-zero) B matrices."""
+    model = FastSentenceTransformer.get_peft_model(load(tiny_model), r=4, lora_alpha=8)
+    randomize_lora_b(model, std=0.3)
+    out = tmp_path_factory.mktemp("strength") / "adapter"
+    model.save_pretrained(str(out))
+    return out
+
+
+def test_lora_strength_zero_is_base_and_one_is_the_merged_adapter(adapter, tiny_model, tmp_path):
+    from embtune.pipeline.training import merge_model
+
+    model = StrengthModel.load(adapter, device="cpu")
+    assert model.changed > 0
+    tuned = encode(model.model)
+    merged = encode(load(merge_model(adapter, tmp_path / "merged")))
+    np.testing.assert_array_equal(tuned, merged)
+    base = encode(load(tiny_model))
+    np.testing.assert_array_equal(encode(model.set_strength(0.0)), base)
+    half = encode(model.set_strength(0.5))
+    assert np.abs(half - base).max() > 1e-3 and np.abs(half - tuned).max() > 1e-3
+    np.testing.assert_array_equal(encode(model.set_strength(1.0)), tuned)
+    with pytest.raises(ConfigError, match="between 0 and 1"):
+        model.set_strength(1.5)
+
+
+def test_full_model_strength_interpolates_weights(tiny_model, tmp_path):
+    full = load(tiny_model)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for param in full.parameters():
+            param.add_(torch.randn(param.shape, generator=gen) * 0.05)
+    full.save(str(tmp_path / "full"))
+    model = StrengthModel.load(tmp_path / "full", base_source=tiny_model, device="cpu")
+    np.testing.assert_array_equal(encode(model.set_strength(0.0)), encode(load(tiny_model)))
+    np.testing.assert_allclose(encode(model.set_strength(1.0)), encode(load(tmp_path / "full")), atol=1e-6)
+    with pytest.raises(ConfigError, match="base model"):
+        StrengthModel.load(tmp_path / "full", device="cpu")
+
+
+def test_choose_breaks_ties_toward_the_base_and_the_earlier_step():
+    rows = [{"checkpoint": "base", "step": None, "strength": 0.0, "ndcg@10": 0.5},
+            {"checkpoint": "step-3", "step": 3, "strength": 0.5, "ndcg@10": 0.7},
+            {"checkpoint": "final", "step": 6, "strength": 0.5, "ndcg@10": 0.7},
+            {"checkpoint": "final", "step": 6, "strength": 1.0, "ndcg@10": 0.7}]
+    assert choose(rows)["checkpoint"] == "step-3"
+    rows[0]["ndcg@10"] = 0.7
+    assert choose(rows)["strength"] == 0.0
+    rows[-1]["ndcg@10"] = 0.71
+    assert choose(rows)["strength"] == 1.0
+
+
+def test_strength_grid_and_signals():
+    assert check_strengths("1, 0,0.5,0.5") == (0.0, 0.5, 1.0)
+    assert check_strengths([0.25]) == (0.25,)
+    for bad in ("", "0,2", "a,b", ()):
+        with pytest.raises(ConfigError, match="--strengths"):
+            check_strengths(bad)
+    assert validation_signals({"heuristic:title", "heuristic:cloze"}) == ("keywords",)
+    assert validation_signals({"labels"}) == ("title", "cloze", "keywords")
+    everything = {"heuristic:title", "heuristic:cloze", "heuristic:keywords"}
+    assert validation_signals(everything) == ("title", "cloze", "keywords")
+
+
+# -- the pipeline stages -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hurt_run(tmp_path_factory, small_corpus, tiny_model) -> Path:
+    """A from-corpus run whose training hurts (learning rate 0.5)."""
+    run = tmp_path_factory.mktemp("selection") / "run"
+    invoke("from-corpus", str(small_corpus), "--out", str(run), *hurt_args(tiny_model))
+    return run
+
+
+def test_training_that_hurts_keeps_the_base_model_and_says_so(hurt_run, tiny_model):
+    selection = json.loads((hurt_run / "selection.json").read_text())
+    rows = selection["candidates"]
+    assert selection["validated"] and selection["validation"]["signals"] == ["keywords"]
+    assert selection["validation"]["queries"] > 0
+    assert {r["checkpoint"] for r in rows} == {"base", "step-3", "final"}
+    assert len(rows) == 1 + 2 * 4  # base once, then each checkpoint at 0.25, 0.5, 0.75, 1
+    base = rows[0]["ndcg@10"]
+    assert max(r["ndcg@10"] for r in rows if r["strength"] == 1.0) < base, "training did not hurt"
+    assert selection["kept_base"] and selection["choice"]["strength"] == 0.0
+    assert selection["choice"]["ndcg@10"] == max(r["ndcg@10"] for r in rows)
+    assert "kept the base model" in selection["message"]
+    report = json.loads((hurt_run / "report.json").read_text())
+    assert report["selection"]["kept_base"]
+    assert "## Selection" in (hurt_run / "report.md").read_text()
+    assert "kept the base model" in (hurt_run / "report.md").read_text()
+    # merged/ is the base model, so the run ships no regression
+    np.testing.assert_array_equal(encode(load(hurt_run / "merged")), encode(load(tiny_model)))
+    assert report["after"] == report["before"]
+    # the validation queries come from held-out documents only
+    held = set(json.loads((hurt_run / "manifest.json").read_text())["stages"]["split"]["info"]["held_out_documents"])
+    chunks = {json.loads(line)["id"]: json.loads(line)["doc_id"]
+              for line in (hurt_run / "chunks.jsonl").read_text().splitlines()}
+    validation = [json.loads(line) for line in (hurt_run / "work/validation.jsonl").read_text().splitlines()]
+    assert validation and all(chunks[c] in held for q in validation for c in q["relevant"])
+    trained = {json.loads(line)["query"] for line in (hurt_run / "pairs.jsonl").read_text().splitlines()}
+    assert not trained & {q["query"] for q in validation}
+
+
+def test_merge_writes_exactly_the_chosen_candidate(hurt_run, tmp_path):
+    from embtune.pipeline.stages_model import merge_stage
+
+    adapter = hurt_run / "adapter"
+    run = Path(shutil.copytree(hurt_run, tmp_path / "run"))
+    merge_stage(run / "adapter", run / "merged", False, {"checkpoint": "step-3", "strength": 0.5})
+    want = StrengthModel.load(adapter, checkpoint=hurt_run / "checkpoints" / "step-3", device="cpu")
+    got = encode(load(run / "merged"))
+    np.testing.assert_array_equal(got, encode(want.set_strength(0.5)))
+    assert np.abs(got - encode(load(hurt_run / "merged"))).max() > 1e-3  # not the base
+    final = StrengthModel.load(adapter, device="cpu").set_strength(0.5)
+    assert np.abs(got - encode(final)).max() > 1e-4  # the checkpoint's weights, not the final ones
+
+
+def test_rerun_skips_and_changed_settings_rerun_only_what_they_change(hurt_run, tmp_path, small_corpus, tiny_model):
+    run = Path(shutil.copytree(hurt_run, tmp_path / "run"))
+    before = stamps(run)
+    invoke("from-corpus", str(small_corpus), "--out", str(run), *hurt_args(tiny_model))
+    assert stamps(run) == before, "an unchanged rerun must skip every stage"
+
+    invoke("from-corpus", str(small_corpus), "--out", str(run), *hurt_args(tiny_model, "--strengths", "0.5,1"))
+    now = stamps(run)
+    assert now["validation"] == before["validation"] and now["train"] == before["train"]
+    assert now["select"] != before["select"]
+    selection = json.loads((run / "selection.json").read_text())
+    assert {r["strength"] for r in selection["candidates"]} == {0.5, 1.0}
+    assert not selection["kept_base"]  # the base was not on the grid
+
+    invoke("from-corpus", str(small_corpus), "--out", str(run), *hurt_args(tiny_model, "--no-select-strength"))
+    report = json.loads((run / "report.json").read_text())
+    assert "selection" not in report and stamps(run)["merge"] != now["merge"]
+    final = StrengthModel.load(run / "adapter", device="cpu")
+    np.testing.assert_array_equal(encode(load(run / "merged")), encode(final.model))
