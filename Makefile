@@ -65,7 +65,8 @@ test-latest:
 	$(PY) -m venv $(LATEST)
 	$(LATEST)/bin/python -m pip install -q --upgrade pip
 	$(LATEST)/bin/python -m pip install -q "$(TORCH)"
-	$(LATEST)/bin/python -m pip install -q --upgrade --upgrade-strategy eager $(PROJECT)
+	echo "$(TORCH)" > $(LATEST)/torch-pin.txt   # torch stays the CPU wheel: an upgrade would pull a CUDA build
+	$(LATEST)/bin/python -m pip install -q --upgrade --upgrade-strategy eager -c $(LATEST)/torch-pin.txt $(PROJECT)
 	$(MAKE) llama-cpp BIN=$(LATEST)/bin LLAMA_PIN=
 	$(LATEST)/bin/python -m pip check
 	$(LATEST)/bin/python -m pip freeze --all --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/' > $(LATEST)/constraints.txt
