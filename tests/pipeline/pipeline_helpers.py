@@ -42,3 +42,14 @@ def write_plain_corpus(folder: Path, n_docs: int = 12) -> Path:
         words = [w for w in re.findall(r"[a-z0-9]+", doc["text"].lower()) if w not in _STOPWORDS]
         (folder / f"doc{doc['_id']}.txt").write_text(" ".join(words) + "\n", encoding="utf-8")
     return folder
+
+
+def invoke(*args: str):
+    """Run the ``embtune`` CLI in-process with ``args``; assert exit code 0 (showing the output and the
+    exception otherwise) and return click's Result."""
+    from click.testing import CliRunner
+    from embtune.cli import main
+
+    result = CliRunner().invoke(main, list(args))
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return result

@@ -7,10 +7,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-from pipeline_helpers import TINY_ARGS, write_plain_corpus
+from pipeline_helpers import TINY_ARGS, invoke
 
-from embtune.cli import main
 from embtune.pipeline.evaluation import REPORT_METRICS
 
 STAGES = ["chunks", "embed", "pairs", "split", "negatives", "bm25", "baseline", "train", "validation", "select", "merge",
@@ -19,12 +17,6 @@ STAGES = ["chunks", "embed", "pairs", "split", "negatives", "bm25", "baseline", 
 
 def run_args(model: str, steps: int = 4) -> list[str]:
     return ["--model", model, *TINY_ARGS, "--max-steps", str(steps), "--batch-size", "8", "--save-steps", "2"]
-
-
-def invoke(*args: str):
-    result = CliRunner().invoke(main, list(args))
-    assert result.exit_code == 0, result.output + repr(result.exception)
-    return result
 
 
 def finished_at(run: Path) -> dict[str, str]:

@@ -6,19 +6,13 @@ import json
 from pathlib import Path
 
 from click.testing import CliRunner
-from pipeline_helpers import TINY_ARGS, write_plain_corpus
+from pipeline_helpers import TINY_ARGS, invoke, write_plain_corpus
 
 from embtune.cli import main
 
 
 def run_args(model: str, steps: int = 2) -> list[str]:
     return ["--model", model, *TINY_ARGS, "--max-steps", str(steps), "--batch-size", "8", "--negatives", "0"]
-
-
-def invoke(*args: str):
-    result = CliRunner().invoke(main, list(args))
-    assert result.exit_code == 0, result.output + repr(result.exception)
-    return result
 
 
 def test_title_less_punctuation_less_corpus_trains(tmp_path, tiny_model):

@@ -14,11 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
-from pipeline_helpers import TINY_ARGS
+from pipeline_helpers import TINY_ARGS, invoke
 from tiny_models import randomize_lora_b
 
-from embtune.cli import main
 from embtune.errors import ConfigError
 from embtune.models import FastSentenceTransformer
 from embtune.models.strength import StrengthModel
@@ -39,12 +37,6 @@ def hurt_args(model: str, *extra: str) -> list[str]:
     """A run whose training wrecks the model: learning rate 0.5, so every trained candidate validates worse."""
     return ["--model", model, *TINY_ARGS, "--max-steps", "6", "--batch-size", "8", "--save-steps", "3", "--lr", "0.5",
             "--negatives", "0", "--quiet", *extra]
-
-
-def invoke(*args: str):
-    result = CliRunner().invoke(main, list(args))
-    assert result.exit_code == 0, result.output + repr(result.exception)
-    return result
 
 
 def stamps(run: Path) -> dict[str, str]:
