@@ -1,18 +1,19 @@
-"""Which label-free heuristic pairs pay? Measured on SciFact with all-MiniLM-L6-v2 + LoRA.
+"""Which label-free heuristic pairs pay? Measured on any BEIR folder with all-MiniLM-L6-v2 + LoRA.
 
-    python examples/benchmarks/heuristic_pairs.py --out runs/heuristic-pairs
+    python examples/benchmarks/heuristic_pairs.py --out runs/heuristic-pairs            # SciFact
     python examples/benchmarks/heuristic_pairs.py --configs title,cloze,title+cloze --pairs 2000
+    python examples/benchmarks/heuristic_pairs.py --data ../shared/data/nfcorpus --out runs/signals-nfcorpus
 
 For each configuration (one heuristic signal, or several joined with ``+``), pairs are built from
-the SciFact corpus alone (no queries, no qrels): read_documents → chunk_documents (MiniLM's
+the corpus alone (no queries, no qrels; SciFact unless ``--data`` names another BEIR folder): read_documents → chunk_documents (MiniLM's
 tokenizer, its full window, 32-token overlap) → HeuristicPairs(signals=...).build. ``--pairs``
 pairs are drawn (seeded; a combination draws the same number, split evenly between its signals),
 the embedded all-MiniLM-L6-v2 gets a LoRA adapter (r=16, alpha=32) and is trained with
 ``embtune.train`` (InfoNCE with in-batch negatives, one epoch, batch 32, lr 5e-4, training texts
 cut at ``--train-max-seq-length`` tokens, 128 by default to keep CPU time down), merged, and
-evaluated (at the model's own 256 tokens) on the SciFact test queries (all 300 by default,
-``--eval-queries N`` for a fixed seeded subset) against the full 5,183-document corpus (title +
-text, as BEIR). The base model is row one. Results are cached in OUT/results.json per
+evaluated (at the model's own 256 tokens) on the real test queries of ``qrels/test.tsv`` (all by
+default, ``--eval-queries N`` for a fixed seeded subset) against the full corpus (title + text, as
+BEIR). The base model is row one. Results are cached in OUT/results.json per
 configuration, so an interrupted run resumes; the script prints a Markdown table (nDCG@10,
 recall@10, recall@100, pairs, minutes).
 """
@@ -68,12 +69,13 @@ def draw(by_signal: dict, config: str, n: int, seed: int) -> list:
     return out
 
 
-def evaluate(model, data, qids: list[str], batch_size: int) -> dict:
-    """Test metrics of ``model`` on the chosen SciFact test queries against the full corpus."""
+def evaluate(model, data, qids: list[str], batch_size: int, ignore_identical_ids: bool = False) -> dict:
+    """Test metrics of ``model`` on the chosen test queries against the full corpus."""
     from embtune import evaluate_retrieval
 
     qrels = {q: data.qrels["test"][q] for q in qids}
-    return evaluate_retrieval(model, data.corpus, data.queries, qrels, ks=(1, 10, 100), batch_size=batch_size)
+    return evaluate_retrieval(model, data.corpus, data.queries, qrels, ks=(1, 10, 100), batch_size=batch_size,
+                              ignore_identical_ids=ignore_identical_ids)
 
 
 def run_config(config: str, pairs: list, data, qids: list[str], out: Path, args) -> dict:
@@ -99,7 +101,7 @@ def run_config(config: str, pairs: list, data, qids: list[str], out: Path, args)
             model.save_pretrained_merged(Path(tmp) / "merged", create_model_card=False)
             model = FastSentenceTransformer.from_pretrained(Path(tmp) / "merged", for_inference=True,
                                                             max_seq_length=args.eval_max_seq_length)
-    metrics = evaluate(model, data, qids, args.eval_batch_size)
+    metrics = evaluate(model, data, qids, args.eval_batch_size, args.ignore_identical_ids)
     return {"metrics": metrics, "pairs": len(pairs), "train_minutes": train_s / 60,
             "minutes": (time.perf_counter() - start) / 60,
             "examples": [p.to_dict() for p in pairs[:3]]}
@@ -109,7 +111,7 @@ def main() -> None:
     """Parse arguments, run base and every configuration (cached), print the table."""
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=str(DEFAULT_DATA), help="SciFact BEIR folder")
+    parser.add_argument("--data", default=str(DEFAULT_DATA), help="BEIR folder (default: SciFact)")
     parser.add_argument("--out", default="runs/heuristic-pairs", help="output folder (results.json cache)")
     parser.add_argument("--configs", default=DEFAULT_CONFIGS,
                         help="comma-separated configurations; join signals with + (e.g. title+cloze)")
@@ -121,6 +123,8 @@ def main() -> None:
     parser.add_argument("--eval-batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--ignore-identical-ids", action="store_true",
+                        help="drop a query's own document from its ranking, as BEIR does (ArguAna)")
     args = parser.parse_args()
 
     from embtune import load_beir
@@ -141,10 +145,12 @@ def main() -> None:
         qids = sorted(random.Random(0).sample(qids, min(args.eval_queries, len(qids))))
     setting = {"pairs": args.pairs, "eval_queries": len(qids), "lr": args.lr, "batch_size": args.batch_size,
                "seed": args.seed, "train_max_seq_length": args.train_max_seq_length,
-               "eval_max_seq_length": args.eval_max_seq_length}
+               "eval_max_seq_length": args.eval_max_seq_length,
+               **({"ignore_identical_ids": True} if args.ignore_identical_ids else {})}
     def key_of(config: str) -> str:
         if config == "base":
             suffix = "" if args.eval_max_seq_length == 256 else f"|{args.eval_max_seq_length}"
+            suffix += "|no-self" if args.ignore_identical_ids else ""
             return f"base|{len(qids)}{suffix}"
         return f"{config}|{json.dumps(setting, sort_keys=True)}"
 
@@ -170,7 +176,7 @@ def main() -> None:
         name = config if config == "base" else f"+ {config}"
         rows[name] = result["metrics"]
         extra[name] = {"pairs": str(result["pairs"]), "minutes": f"{result['minutes']:.1f}"}
-    print(f"\nSciFact test ({len(qids)} queries, full corpus), all-MiniLM-L6-v2 + LoRA r=16, 1 epoch on "
+    print(f"\n{Path(args.data).resolve().name} test ({len(qids)} real queries, full corpus), all-MiniLM-L6-v2 + LoRA r=16, 1 epoch on "
           f"{args.pairs} label-free pairs, batch {args.batch_size}, lr {args.lr}, training texts cut at "
           f"{args.train_max_seq_length} tokens\n")
     print(metrics_table(rows, keys=("ndcg@10", "recall@10", "recall@100"), extra=extra))

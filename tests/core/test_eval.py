@@ -320,6 +320,30 @@ def test_evaluate_retrieval_equals_st_with_independent_encodings(scifact_slice):
     assert ours["hit_rate@5"] == pytest.approx(st["cosine_accuracy@5"], abs=1e-4)
 
 
+class _WordCounts:
+    """A deterministic toy encoder: counts of a fixed vocabulary (so identical texts embed identically)."""
+
+    VOCAB = ("cats", "dogs", "rain", "sun", "argue", "against")
+
+    def _encode(self, texts, **_):
+        return torch.tensor([[float(t.split().count(w)) + 1e-3 for w in self.VOCAB] for t in texts])
+
+    encode_query = encode_document = _encode
+
+
+def test_evaluate_retrieval_ignore_identical_ids_drops_the_query_itself():
+    # ArguAna-style: the query is also a document; its counter-argument "b" is the relevant one
+    corpus = {"a": "cats cats rain", "b": "cats rain against", "c": "dogs sun", "d": "sun sun argue"}
+    queries = {"a": "cats cats rain"}
+    qrels = {"a": {"b": 1}}
+    kept = evaluate_retrieval(_WordCounts(), corpus, queries, qrels, ks=(1, 3), show_progress=False)
+    dropped = evaluate_retrieval(_WordCounts(), corpus, queries, qrels, ks=(1, 3), show_progress=False,
+                                 ignore_identical_ids=True)
+    assert kept["recall@1"] == 0.0 and kept["mrr@3"] == pytest.approx(0.5)  # itself first, b second
+    assert dropped["recall@1"] == 1.0 and dropped["mrr@3"] == 1.0
+    assert dropped["ndcg@3"] == 1.0
+
+
 def test_evaluate_retrieval_rejects_unknown_ids():
     class NeverCalled:
         def __getattr__(self, name):

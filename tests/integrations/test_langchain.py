@@ -190,7 +190,7 @@ def test_pairs_from_documents_use_the_corpus_builders(small_task):
     title_pairs = [p for p in pairs if p.builder == "heuristic:title"]
     assert {p.positive_id for p in title_pairs} >= {d.id for d in docs[:6] if len(d.metadata["title"]) > 3}
     assert any(p.query == "Guide > Install" for p in title_pairs)
-    assert any(p.builder == "heuristic:cloze" for p in pairs)
+    assert {p.builder for p in pairs} == {"heuristic:title"}  # the default signal
     data = training_data(pairs)
     assert data.columns == ["anchor", "positive"] and len(data) == len(pairs)
     with pytest.raises(ValueError, match="appears twice"):

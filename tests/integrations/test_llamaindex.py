@@ -199,7 +199,7 @@ def test_pairs_from_nodes(small_task):
     assert [c.id for c in chunks] == [n.node_id for n in nodes]
     pairs = pairs_from_nodes(nodes)
     assert {p.positive_id for p in pairs} <= {n.node_id for n in nodes}
-    assert {p.builder for p in pairs} >= {"heuristic:title", "heuristic:cloze"}
+    assert {p.builder for p in pairs} == {"heuristic:title"}  # the default signal
     assert len(training_data(pairs)) == len(pairs)
     saved = QADataset.from_pairs(pairs)
     assert json.loads(json.dumps(saved.to_dict()))["mode"] == "text"

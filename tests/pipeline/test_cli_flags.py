@@ -223,7 +223,10 @@ def test_pair_filter_flags_reach_filter_pairs(tmp_path, small_corpus, tiny_model
     default = kept()
     ok(*base, "--filter-top-k", "0", "--min-cosine", "-1")  # no rank test, every cosine passes
     everything = kept()
-    assert everything["kept"] == everything["built"] > default["kept"]
+    dropped = everything["filter"]["dropped"]
+    assert dropped["not_top_k"] == 0 and everything["kept"] > default["kept"]
+    # without the rank/cosine test only duplicates (exact or near, a property of the texts) are dropped
+    assert everything["kept"] == everything["built"] - sum(dropped.values())
     pairs = [json.loads(line) for line in (run / "work" / "pairs.built.jsonl").read_text().splitlines()]
     row = {json.loads(line)["id"]: r for r, line in enumerate((run / "chunks.jsonl").read_text().splitlines())}
     assert all(p["positive_id"] in row for p in pairs)  # a positive is scored by its chunk's embedding

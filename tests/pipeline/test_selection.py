@@ -20,7 +20,7 @@ from tiny_models import randomize_lora_b
 from embtune.errors import ConfigError
 from embtune.models import FastSentenceTransformer
 from embtune.models.strength import StrengthModel
-from embtune.pipeline.selection import check_strengths, choose, validation_signals
+from embtune.pipeline.selection import MIN_GAIN, MIN_SIGNAL_QUERIES, check_strengths, choose, validation_signals
 
 TEXTS = ["protein folding and hydrophobic collapse", "how do cells divide", "coffee and the heart"]
 
@@ -88,16 +88,32 @@ def test_full_model_strength_interpolates_weights(tiny_model, tmp_path):
         StrengthModel.load(tmp_path / "full", device="cpu")
 
 
-def test_choose_breaks_ties_toward_the_base_and_the_earlier_step():
-    rows = [{"checkpoint": "base", "step": None, "strength": 0.0, "ndcg@10": 0.5},
-            {"checkpoint": "step-3", "step": 3, "strength": 0.5, "ndcg@10": 0.7},
-            {"checkpoint": "final", "step": 6, "strength": 0.5, "ndcg@10": 0.7},
-            {"checkpoint": "final", "step": 6, "strength": 1.0, "ndcg@10": 0.7}]
-    assert choose(rows)["checkpoint"] == "step-3"
-    rows[0]["ndcg@10"] = 0.7
-    assert choose(rows)["strength"] == 0.0
-    rows[-1]["ndcg@10"] = 0.71
-    assert choose(rows)["strength"] == 1.0
+def row(checkpoint, step, strength, keywords, cloze):
+    return {"checkpoint": checkpoint, "step": step, "strength": strength, "ndcg@10": (keywords + cloze) / 2,
+            "by_signal": {"keywords": keywords, "cloze": cloze}}
+
+
+def test_choose_ships_a_tuned_candidate_only_if_every_signal_gains_the_margin():
+    base = row("base", None, 0.0, 0.50, 0.60)
+    # keywords +0.10 but cloze -0.01: the overall mean rises, yet one signal lost, so the base stays
+    one_sided = row("final", 6, 1.0, 0.60, 0.59)
+    assert one_sided["ndcg@10"] > base["ndcg@10"]
+    assert choose([base, one_sided]) is base
+    # both signals gain, but by less than MIN_GAIN: within noise, the base stays
+    tiny = row("final", 6, 1.0, 0.50 + MIN_GAIN / 2, 0.60 + MIN_GAIN / 2)
+    assert choose([base, tiny]) is base
+    # both gain at least the margin: the candidate whose worst signal gains most ships
+    half = row("final", 6, 0.5, 0.52, 0.61)       # worst gain +0.01
+    full = row("final", 6, 1.0, 0.70, 0.615)      # worst gain +0.015, best overall too
+    early = row("step-3", 3, 1.0, 0.53, 0.62)     # worst gain +0.02 although its mean is lower than full's
+    assert choose([base, half, full]) is full
+    assert choose([base, half, full, early]) is early
+    # ties go to the smaller strength, then the earlier step
+    twin = row("step-3", 3, 0.5, 0.52, 0.61)
+    assert choose([base, full | {"strength": 0.75}, full])["strength"] == 0.75
+    assert choose([base, half, twin]) is twin
+    # a grid without the base (strength 0) picks the best mean
+    assert choose([half, full]) is full
 
 
 def test_strength_grid_and_signals():
@@ -126,7 +142,10 @@ def hurt_run(tmp_path_factory, small_corpus, tiny_model) -> Path:
 def test_training_that_hurts_keeps_the_base_model_and_says_so(hurt_run, tiny_model):
     selection = json.loads((hurt_run / "selection.json").read_text())
     rows = selection["candidates"]
-    assert selection["validated"] and selection["validation"]["signals"] == ["keywords"]
+    builders = {json.loads(line)["builder"] for line in (hurt_run / "pairs.jsonl").read_text().splitlines()}
+    assert "heuristic:title" in builders
+    assert selection["validated"] and selection["validation"]["signals"] == list(validation_signals(builders))
+    assert not {f"heuristic:{s}" for s in selection["validation"]["signals"]} & builders
     assert selection["validation"]["queries"] > 0
     assert {r["checkpoint"] for r in rows} == {"base", "step-3", "final"}
     assert len(rows) == 1 + 2 * 4  # base once, then each checkpoint at 0.25, 0.5, 0.75, 1
@@ -148,6 +167,12 @@ def test_training_that_hurts_keeps_the_base_model_and_says_so(hurt_run, tiny_mod
               for line in (hurt_run / "chunks.jsonl").read_text().splitlines()}
     validation = [json.loads(line) for line in (hurt_run / "work/validation.jsonl").read_text().splitlines()]
     assert validation and all(chunks[c] in held for q in validation for c in q["relevant"])
+    # every validation query names its signal; each candidate is scored per signal (or on "all" of them)
+    assert {q["signal"] for q in validation} <= set(selection["validation"]["signals"])
+    groups = selection["validation"]["by_signal"]
+    assert set(groups) == {"all"} or (set(groups) <= set(selection["validation"]["signals"])
+                                      and min(groups.values()) >= MIN_SIGNAL_QUERIES)
+    assert all(set(r["by_signal"]) == set(groups) for r in rows)
     trained = {json.loads(line)["query"] for line in (hurt_run / "pairs.jsonl").read_text().splitlines()}
     assert not trained & {q["query"] for q in validation}
 

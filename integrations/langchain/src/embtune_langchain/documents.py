@@ -52,7 +52,7 @@ def pairs_from_documents(documents: Iterable[Document], builder: Any = None, *, 
                          doc_id_key: str = "source") -> list[Any]:
     """Training pairs (``embtune.pairs.Pair``) built from ``documents`` by ``builder`` (anything with
     ``.build(chunks)``: ``HeuristicPairs``, ``LabelPairs``, ``LLMPairs``); None uses
-    ``HeuristicPairs`` (title and inverse-cloze pairs, no labels or LLM needed). ``Pair.positive_id``
+    ``HeuristicPairs`` (title and heading pairs, no labels or LLM needed). ``Pair.positive_id``
     is the Document's chunk id, ``Pair.doc_id`` its source. Pass the result to
     ``embtune_langchain.training_data`` for ``embtune.train``."""
     return build_pairs(documents_to_chunks(documents, id_key=id_key, doc_id_key=doc_id_key), builder)

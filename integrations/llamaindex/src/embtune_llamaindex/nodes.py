@@ -43,7 +43,7 @@ def nodes_to_chunks(nodes: Iterable[BaseNode], *, doc_id_key: str | None = None)
 def pairs_from_nodes(nodes: Iterable[BaseNode], builder: Any = None, *,
                      doc_id_key: str | None = None) -> list[Any]:
     """Training pairs (``embtune.pairs.Pair``) of ``nodes`` built by ``builder`` (anything with
-    ``.build(chunks)``); None uses ``HeuristicPairs`` (title and inverse-cloze pairs, no labels or
+    ``.build(chunks)``); None uses ``HeuristicPairs`` (title and heading pairs, no labels or
     LLM). ``Pair.positive_id`` is the node id."""
     return build_pairs(nodes_to_chunks(nodes, doc_id_key=doc_id_key), builder)
 

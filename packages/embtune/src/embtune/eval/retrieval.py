@@ -45,6 +45,7 @@ def evaluate_retrieval(
     batch_size: int = 64,
     corpus_chunk_size: int = 50000,
     show_progress: bool = True,
+    ignore_identical_ids: bool = False,
 ) -> dict[str, float]:
     """Retrieval metrics of a SentenceTransformer-like model on one task.
 
@@ -55,7 +56,8 @@ def evaluate_retrieval(
     in ``num_queries_without_relevant``. Returns ``retrieval_metrics`` output: ``"<metric>@<k>"`` for
     hit_rate, precision, recall, mrr, ndcg, map and each k, plus ``num_queries``. Raises
     DataFormatError (an EmbtuneError) if the corpus or qrels are empty or a qrels id is missing from
-    ``queries`` or ``corpus``.
+    ``queries`` or ``corpus``. ``ignore_identical_ids``: drop a retrieved document whose id is the query's
+    own id, as BEIR does for corpora whose queries are also documents (ArguAna, Quora).
     """
     ks = check_ks(ks)
     if corpus_chunk_size < 1:
@@ -68,7 +70,8 @@ def evaluate_retrieval(
             [queries[q] for q in qids], batch_size=batch_size, show_progress_bar=show_progress,
             convert_to_tensor=True, normalize_embeddings=True,
         )
-        topk = StreamingTopK(query_emb, doc_ids, max(ks), score_function="cos")
+        depth = max(ks) + (1 if ignore_identical_ids else 0)
+        topk = StreamingTopK(query_emb, doc_ids, depth, score_function="cos")
         starts = range(0, len(doc_ids), corpus_chunk_size)
         for start in tqdm(starts, desc="Corpus chunks", disable=not show_progress or len(starts) < 2):
             chunk_ids = doc_ids[start : start + corpus_chunk_size]
@@ -79,4 +82,6 @@ def evaluate_retrieval(
             topk.add(doc_emb)
         _, ranking = topk.result()
         ranked = dict(zip(qids, ranking))
+        if ignore_identical_ids:
+            ranked = {q: [d for d in docs if d != q][: max(ks)] for q, docs in ranked.items()}
     return retrieval_metrics(ranked, qrels, ks)

@@ -23,11 +23,12 @@ from embtune.utils.atomic import atomic_file
 CHUNK_FIELDS = ("id", "doc_id", "text", "title", "headings", "source")
 PAIR_FIELDS = ("query", "positive", "positive_id", "doc_id", "builder", "negatives", "negative_ids")
 EVAL_FIELDS = ("query_id", "query", "relevant")
-EVAL_OPTIONAL = ("grades", "unretrievable")
+EVAL_OPTIONAL = ("grades", "unretrievable", "signal")
 """eval.jsonl may also hold ``grades``: {relevant chunk id: integer qrels score}, written only for graded
-labels (a relevant chunk missing from it, or a line without it, has score 1), and ``unretrievable``:
+labels (a relevant chunk missing from it, or a line without it, has score 1), ``unretrievable``:
 {document id: integer qrels score} for labelled documents that have no text, hence no chunk (they
-count as misses; ``relevant`` may then be empty)."""
+count as misses; ``relevant`` may then be empty), and ``signal``: the heuristic signal a validation
+pseudo-query came from (``embtune.pipeline.selection``)."""
 
 
 def as_record(obj: Any, fields: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -218,5 +219,7 @@ def read_eval(path: str | os.PathLike, chunk_ids: set[str] | None = None) -> lis
             entry["grades"] = _grades(record["grades"], relevant, path, line)
         if unretrievable:
             entry["unretrievable"] = unretrievable
+        if "signal" in record:
+            entry["signal"] = _text(record, "signal", path, line)
         queries.append(entry)
     return queries

@@ -1,8 +1,9 @@
 """Where a run's training pairs and evaluation queries come from, and how the report names it.
 
-* ``build_pairs``: the configured builder; for ``heuristic``, when its default signals (titles,
-  sentences) give fewer pairs than ``FALLBACK_SHARE`` of the chunks (title-less, punctuation-less
-  text: scraped or OCR'd exports), the ``keywords`` signal is added, with one warning line.
+* ``build_pairs``: the configured builder; for ``heuristic``, when its default signal (titles and
+  headings) gives fewer pairs than ``FALLBACK_SHARE`` of the chunks (title-less text: scraped or
+  OCR'd exports, long documents under one title), the ``keywords`` signal is added, with one warning
+  line.
 * ``split_held_out``: held-out documents' queries become the evaluation set. Keyword and cloze
   queries copy the text (``embtune.pairs.split.VERBATIM_BUILDERS``) and are never used for that,
   unless no other pair exists: then they are, with one warning line, and the report says so.
@@ -40,8 +41,8 @@ def build_pairs(builder: str, chunks: Sequence[dict[str, Any]], s: "RunSettings"
     extra = corpus_api.build_pairs(builder, chunks, s, model, emb, s.show_progress, signals=(FALLBACK_SIGNAL,))
     if not extra:
         return pairs, None
-    warn(f"titles and sentences gave {len(pairs)} heuristic pair(s) from {len(chunks)} chunks (text without "
-         f"titles or punctuation?); added {len(extra)} keyword-query pairs (the heuristic '{FALLBACK_SIGNAL}' "
+    warn(f"titles and headings gave {len(pairs)} heuristic pair(s) from {len(chunks)} chunks (text without "
+         f"titles?); added {len(extra)} keyword-query pairs (the heuristic '{FALLBACK_SIGNAL}' "
          "signal)")
     return pairs + extra, FALLBACK_SIGNAL
 
