@@ -16,7 +16,10 @@ excluded, so pass ``max_tokens_for(model)`` to fill the model's window exactly):
    previous one (whole sentences where they fit, then the tail of one sentence from a word start).
 5. Check: every chunk text is tokenised once more (one batched pass); a chunk the re-tokenisation
    finds too long (tokenisers are not always additive over pieces) is re-cut by token offsets.
-6. Exact duplicate chunk texts are dropped (the first is kept); ids are ``sha256(doc_id, text)``.
+6. Exact duplicate chunk texts are dropped (the first is kept: boilerplate repeated across pages),
+   except in a document that would be left without any chunk of its own (a document whose whole text
+   repeats another's, as in some BEIR corpora, keeps its chunks, so labels naming it still find it);
+   ids are ``sha256(doc_id, text)``.
 
 Cost is linear in the corpus size: each character is tokenised about twice (step 2 and step 5),
 plus the overlap tails; no string is re-tokenised as it grows.
@@ -334,7 +337,8 @@ def chunk_documents(docs: Sequence[Document], tokenizer: Any, max_tokens: int, o
     ``max_tokens_for(model)``); ``overlap_tokens`` repeated from one chunk to the next within a
     section (0 for none, at most half of ``max_tokens``); ``batch_size`` texts per tokenizer call;
     ``show_progress`` tqdm bars. Out: Chunks in document order, each with a stable id, its document's
-    title and source and its heading path; exact duplicate texts dropped. See the module docstring.
+    title and source and its heading path; exact duplicate texts dropped unless that would leave a
+    document without chunks. See the module docstring.
     Raises ConfigError for bad sizes or a tokenizer without offsets.
     """
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 8:
@@ -352,12 +356,13 @@ def chunk_documents(docs: Sequence[Document], tokenizer: Any, max_tokens: int, o
     chunker.add_overlap(plans)
     items = _fit(chunker.texts(plans), tok, max_tokens)
     chunks: list[Chunk] = []
+    items = [(d, headings, text) for d, headings, text in items if text]
     seen: set[str] = set()
+    fresh = {d for d, _, text in items if not (text in seen or seen.add(text))}
+    seen.clear()
     duplicates = 0
     for d, headings, text in items:
-        if not text:
-            continue
-        if text in seen:
+        if text in seen and d in fresh:
             duplicates += 1
             continue
         seen.add(text)
