@@ -72,7 +72,9 @@ def test_library_logs_and_warnings_hidden_unless_debug(tmp_path: Path, debug: bo
     proc = _run([sys.executable, "-c", _PROGRAM.format(debug=debug)], tmp_path)
     assert proc.returncode == 0, proc.stderr
     if debug:
-        assert "Skipping publisher trust check" in proc.stderr, proc.stderr
+        # bitsandbytes' real notice ("Skipping publisher trust check", from the `kernels` package) is
+        # printed only on CPUs where bitsandbytes asks the hub for a kernel (seen on Intel, not on an
+        # AMD EPYC without AVX512); the stand-in library notice and warning below are always there
         assert "a library notice" in proc.stderr and "a library warning" in proc.stderr
         assert "our own warning" in proc.stderr
     else:
