@@ -357,12 +357,14 @@ def chunk_documents(docs: Sequence[Document], tokenizer: Any, max_tokens: int, o
     items = _fit(chunker.texts(plans), tok, max_tokens)
     chunks: list[Chunk] = []
     items = [(d, headings, text) for d, headings, text in items if text]
+    first_doc: dict[str, int] = {}
+    for d, _, text in items:
+        first_doc.setdefault(text, d)
+    owns_a_chunk = set(first_doc.values())  # documents with at least one text seen nowhere before
     seen: set[str] = set()
-    fresh = {d for d, _, text in items if not (text in seen or seen.add(text))}
-    seen.clear()
     duplicates = 0
     for d, headings, text in items:
-        if text in seen and d in fresh:
+        if text in seen and d in owns_a_chunk:
             duplicates += 1
             continue
         seen.add(text)

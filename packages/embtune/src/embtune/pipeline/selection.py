@@ -6,8 +6,8 @@
 A run's own held-out pairs are made by the builder it trained on, so they can show a gain that real
 queries do not. The validation set is therefore made of pseudo-queries of a *signal the model was not
 trained on* (``embtune.pairs.heuristic``): with the default heuristic pairs (titles) that is
-``cloze`` and ``keywords``; with LLM or labelled pairs every heuristic signal; when training used all three, all
-three again (a held-out mix). They are built only from documents that gave no training pair (the
+``cloze`` and ``keywords``; with LLM or labelled pairs every heuristic signal; when training used all
+three, all three again (a held-out mix). They are built only from documents that gave no training pair (the
 held-out documents of the split; with --eval-labels the split holds such documents out too), never
 from --eval-labels, which stay a test set nothing is tuned on.
 
