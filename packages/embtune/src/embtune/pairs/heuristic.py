@@ -9,9 +9,9 @@ Signals (pick with ``HeuristicPairs(signals=...)``; each pair's ``builder`` is `
 * ``keywords``: the chunk's most distinctive words (TF-IDF over all chunks, words seen in at least
   two chunks, in text order) → the chunk; imitates short keyword searches.
 
-Which signals pay was measured on the real test queries of SciFact and NFCorpus by
-``examples/benchmarks/heuristic_pairs.py`` (see the README): titles helped on SciFact, keywords and
-cloze lost on both, so ``DEFAULT_SIGNALS`` is titles alone (from-corpus adds ``keywords`` only when a corpus has too
+Which signals pay was measured on the real test queries of SciFact, NFCorpus and ArguAna by
+``examples/benchmarks/heuristic_pairs.py`` (see the README): titles helped on SciFact and ArguAna,
+keywords and cloze lost on SciFact and NFCorpus, so ``DEFAULT_SIGNALS`` is titles alone (from-corpus adds ``keywords`` only when a corpus has too
 few titles to train on, see ``embtune.pipeline.sources``). Every random choice is seeded by
 ``seed`` and the chunk id, so the same chunks always give the same pairs, whatever their order.
 """
