@@ -4,7 +4,7 @@
     python examples/benchmarks/label_free_corpora.py --corpora nfcorpus --extra --max-steps 60
 
 For each corpus (a BEIR folder under ``--data-root``: corpus.jsonl, queries.jsonl, qrels/test.tsv;
-see ``../shared/data/*/SOURCE.md`` for where each came from and how to rebuild it) this runs the
+see ``examples/benchmarks/CORPORA.md`` for where each came from and how to rebuild it) this runs the
 command a team would run, with the corpus alone as training input:
 
     embtune from-corpus DATA/NAME --out OUT/NAME --eval-labels DATA/NAME/qrels/test.tsv \\

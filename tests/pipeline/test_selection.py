@@ -20,7 +20,8 @@ from tiny_models import randomize_lora_b
 from embtune.errors import ConfigError
 from embtune.models import FastSentenceTransformer
 from embtune.models.strength import StrengthModel
-from embtune.pipeline.selection import MIN_GAIN, MIN_SIGNAL_QUERIES, check_strengths, choose, validation_signals
+from embtune.pipeline.selection import (MIN_GAIN, MIN_SIGNAL_QUERIES, MIN_Z, SCORES, add_significance, check_strengths,
+                                        choose, paired_z, validation_signals)
 
 TEXTS = ["protein folding and hydrophobic collapse", "how do cells divide", "coffee and the heart"]
 
@@ -114,6 +115,47 @@ def test_choose_ships_a_tuned_candidate_only_if_every_signal_gains_the_margin():
     assert choose([base, half, twin]) is twin
     # a grid without the base (strength 0) picks the best mean
     assert choose([half, full]) is full
+
+
+def scored(checkpoint, step, strength, keywords: list[float], cloze: list[float]):
+    """A candidate row with per-query scores (the means follow from them, as in select_stage)."""
+    by_signal = {"keywords": sum(keywords) / len(keywords), "cloze": sum(cloze) / len(cloze)}
+    return {"checkpoint": checkpoint, "step": step, "strength": strength,
+            "ndcg@10": (sum(keywords) + sum(cloze)) / (len(keywords) + len(cloze)), "by_signal": by_signal,
+            SCORES: {"keywords": list(keywords), "cloze": list(cloze)}}
+
+
+def test_paired_z_is_the_mean_difference_over_its_standard_error():
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0, 1, 200)
+    tuned = base + rng.normal(0.02, 0.1, 200)
+    diffs = tuned - base
+    expected = diffs.mean() / (diffs.std(ddof=1) / np.sqrt(len(diffs)))
+    assert paired_z(list(tuned), list(base)) == pytest.approx(expected, rel=1e-9)
+    from scipy import stats  # the paired t statistic is the same number
+    assert paired_z(list(tuned), list(base)) == pytest.approx(stats.ttest_rel(tuned, base).statistic, rel=1e-9)
+    assert paired_z([0.5, 0.5], [0.5, 0.5]) == 0.0
+    assert paired_z([0.6, 0.7], [0.5, 0.6]) == float("inf")
+
+
+def test_choose_needs_each_signal_gain_to_be_significant_not_only_large():
+    n = 400
+    base = scored("base", None, 0.0, [0.5] * n, [0.6] * n)
+    # keywords: +0.01 on average, but carried by noise (half the queries +0.3, half -0.28): z about 0.7
+    noisy_kw = [0.5 + (0.3 if i % 2 else -0.28) for i in range(n)]
+    steady_cloze = [0.6 + (0.02 if i % 2 else 0.0) for i in range(n)]
+    noisy = scored("final", 6, 1.0, noisy_kw, steady_cloze)
+    assert noisy["by_signal"]["keywords"] - 0.5 >= MIN_GAIN
+    assert choose([base, noisy]) is base
+    assert choose([base, noisy], min_z=0.0) is noisy  # the gain alone would have shipped it
+    # the same mean gain, steady over the queries: significant, ships
+    steady_kw = [0.5 + (0.02 if i % 2 else 0.0) for i in range(n)]
+    steady = scored("final", 6, 1.0, steady_kw, steady_cloze)
+    assert choose([base, noisy, steady]) is steady
+    rows = [base, noisy, steady]
+    add_significance(rows)
+    assert all(SCORES not in r for r in rows) and "z" not in base
+    assert noisy["z"]["keywords"] < MIN_Z <= steady["z"]["keywords"]
 
 
 def test_strength_grid_and_signals():
