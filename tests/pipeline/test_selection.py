@@ -203,6 +203,16 @@ def test_training_that_hurts_keeps_the_base_model_and_says_so(hurt_run, tiny_mod
     # merged/ is the base model, so the run ships no regression
     np.testing.assert_array_equal(encode(load(hurt_run / "merged")), encode(load(tiny_model)))
     assert report["after"] == report["before"]
+    # merged/ is the base, so the corpus is not encoded again: the base embeddings are reused, and they
+    # are what encoding with merged/ gives
+    manifest = json.loads((hurt_run / "manifest.json").read_text())["stages"]
+    assert manifest["embed_after"]["info"]["reused"] == "base"
+    reused = np.load(hurt_run / "work/chunk_embeddings.merged.npy")
+    np.testing.assert_array_equal(reused, np.load(hurt_run / "work/chunk_embeddings.npy"))
+    from embtune.pipeline.corpus_api import encode_chunk_texts
+    texts = [json.loads(line)["text"] for line in (hurt_run / "chunks.jsonl").read_text().splitlines()[:6]]
+    np.testing.assert_allclose(encode_chunk_texts(load(hurt_run / "merged"), texts, show_progress=False), reused[:6],
+                               atol=1e-5)
     # the validation queries come from held-out documents only
     held = set(json.loads((hurt_run / "manifest.json").read_text())["stages"]["split"]["info"]["held_out_documents"])
     chunks = {json.loads(line)["id"]: json.loads(line)["doc_id"]

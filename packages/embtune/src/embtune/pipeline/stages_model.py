@@ -158,9 +158,15 @@ def model_stages(pipe: "Pipeline") -> dict[str, Any]:
             merge_inputs["checkpoint"] = pipe.path(f"checkpoints/{choice['checkpoint']}/trainable.safetensors")
     info["merge"] = pipe.stage("merge", merge_inputs, {"qlora": s.qlora}, ["merged"],
                                lambda: merge_stage(weights, merged, s.qlora, choice, model_source(s.model)))
-    info["embed_after"] = pipe.stage(
-        "embed_after", {"chunks": chunks, "merged": merged}, {"max_seq_length": s.max_seq_length},
-        [MERGED_EMBEDDINGS], lambda: embed_stage(chunks, merged_emb, pipe.merged_model(), s.show_progress))
+    if choice is not None and choice["strength"] == 0.0:  # merged/ is the base model: its embeddings exist
+        info["embed_after"] = pipe.stage(
+            "embed_after", {"chunks": chunks, "merged": merged, "embeddings": emb},
+            {"max_seq_length": s.max_seq_length, "reuse": "base"}, [MERGED_EMBEDDINGS],
+            lambda: reuse_embeddings(emb, merged_emb))
+    else:
+        info["embed_after"] = pipe.stage(
+            "embed_after", {"chunks": chunks, "merged": merged}, {"max_seq_length": s.max_seq_length},
+            [MERGED_EMBEDDINGS], lambda: embed_stage(chunks, merged_emb, pipe.merged_model(), s.show_progress))
     info["after"] = pipe.stage(
         "after", {"merged": merged, "chunks": chunks, "eval": evals, "embeddings": merged_emb}, evaluation, [AFTER],
         lambda: eval_stage(pipe.merged_model(), chunks, evals, merged_emb, pipe.path(AFTER), level,
@@ -169,6 +175,20 @@ def model_stages(pipe: "Pipeline") -> dict[str, Any]:
         info["export"] = pipe.stage("export", {"merged": merged}, {"formats": list(s.export)}, ["exports"],
                                     lambda: export_stage(merged, pipe.path("exports"), s.export))
     return info
+
+
+def reuse_embeddings(source: Path, out_path: Path) -> dict[str, Any]:
+    """Copy the base model's chunk embeddings ``source`` to ``out_path`` (atomically): when the selection
+    keeps the base model, merged/ is that model and encoding the corpus again would give the same matrix.
+    Out: the embed stage's info (``chunks``, ``dim``) and ``"reused": "base"``."""
+    import numpy as np
+
+    from embtune.utils.atomic import atomic_file
+
+    emb = np.load(source, mmap_mode="r", allow_pickle=False)
+    with atomic_file(out_path, "wb") as fh:
+        np.save(fh, np.asarray(emb), allow_pickle=False)
+    return {"chunks": int(emb.shape[0]), "dim": int(emb.shape[1]), "reused": "base"}
 
 
 def finish_report(pipe: "Pipeline", info: dict[str, Any], seconds: float) -> dict[str, Any]:
