@@ -22,7 +22,7 @@ def default_model() -> str:
     for folder in DEMO_MODELS:
         if (folder / "modules.json").is_file() or (folder / "config.json").is_file():
             return str(folder)
-    from embtune.models.inference import default_model_path
+    from embtune.models.names import default_model_path
 
     return default_model_path()
 

@@ -56,7 +56,7 @@ MB = 1024 * 1024
 
 def minilm_path() -> str:
     """Folder of the embedded all-MiniLM-L6-v2."""
-    from embtune.models.inference import default_model_path
+    from embtune.models.names import default_model_path
 
     return default_model_path()
 

@@ -9,7 +9,7 @@ import pytest
 from embtune.data import BeirData, PairsData, as_pairs_data, load_beir, load_pairs
 from embtune.errors import DataFormatError
 
-SCIFACT = Path("/work/shared/data/scifact")
+from tiny_models import scifact_dir  # skips the test when ../shared/data/scifact is absent
 
 
 def _jsonl(rows) -> str:
@@ -45,9 +45,7 @@ def _beir(root: Path, **override: str | bytes) -> Path:
 
 @pytest.fixture(scope="module")
 def scifact() -> BeirData:
-    if not SCIFACT.is_dir():
-        pytest.skip("SciFact not present at /work/shared/data/scifact")
-    return load_beir(SCIFACT)
+    return load_beir(scifact_dir())
 
 
 def test_scifact_counts(scifact):
@@ -60,13 +58,13 @@ def test_scifact_counts(scifact):
 
 
 def test_scifact_texts_join_title_and_body(scifact):
-    with open(SCIFACT / "corpus.jsonl", encoding="utf-8") as fh:
+    with open(scifact_dir() / "corpus.jsonl", encoding="utf-8") as fh:
         first = json.loads(fh.readline())
     assert scifact.corpus[first["_id"]] == (first["title"] + " " + first["text"]).strip()
     assert scifact.titles[first["_id"]] == first["title"]
     query, doc = scifact.pairs("train")[0]
     assert query == scifact.queries["0"] and doc == scifact.corpus["31715818"]  # first line of train.tsv
-    data = as_pairs_data(SCIFACT)
+    data = as_pairs_data(scifact_dir())
     assert (data.kind, data.columns, len(data)) == ("pairs", ["anchor", "positive"], 919)
     with pytest.raises(DataFormatError, match="no qrels split 'dev'"):
         scifact.pairs("dev")
@@ -282,3 +280,26 @@ def test_in_memory_rows_report_the_row_number():
     with pytest.raises(DataFormatError, match="empty list"):
         as_pairs_data([])
     assert isinstance(as_pairs_data([("a", "p")]), PairsData)
+
+
+def test_pairs_to_training_data_is_one_conversion_for_objects_and_records(caplog):
+    from embtune.data.pairs import pairs_to_training_data
+    from embtune.pairs.types import Pair
+
+    objects = [Pair(query="q1", positive="p1", positive_id="c1", doc_id="d1", builder="b", negatives=["n1", "n2"]),
+               Pair(query="q2", positive="p2", positive_id="c2", doc_id="d2", builder="b", negatives=["n3"])]
+    records = [{"query": p.query, "positive": p.positive, "negatives": list(p.negatives)} for p in objects]
+    with caplog.at_level("WARNING"):
+        data = pairs_to_training_data(objects, source="run/pairs.jsonl")
+    assert "1 to 2 negatives" in caplog.text
+    assert (data.columns, data.kind, data.source) == (["anchor", "positive", "negative_1"], "triplets",
+                                                      "run/pairs.jsonl")
+    assert data.rows == [{"anchor": "q1", "positive": "p1", "negative_1": "n1"},
+                         {"anchor": "q2", "positive": "p2", "negative_1": "n3"}]
+    assert pairs_to_training_data(records, source="run/pairs.jsonl") == data
+    plain = pairs_to_training_data([{"query": "q", "positive": "p"}])
+    assert (plain.columns, plain.kind) == (["anchor", "positive"], "pairs")
+    with pytest.raises(DataFormatError, match="no pairs to train on"):
+        pairs_to_training_data([], source="x.jsonl")
+    with pytest.raises(DataFormatError, match="'anchor' is empty"):
+        pairs_to_training_data([{"query": " ", "positive": "p"}])

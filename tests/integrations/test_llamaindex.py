@@ -195,7 +195,13 @@ def test_pairs_from_nodes(small_task):
     nodes += corpus_to_nodes(dict(list(small_task.corpus.items())[:4]), small_task.titles)
     chunks = nodes_to_chunks(nodes)
     install = next(c for c in chunks if "pip" in c.text)
-    assert install.headings == ["Guide"] and install.doc_id == "guide.md"
+    # LlamaIndex's header_path holds the parents only ("/Guide/"); the section's own heading completes it,
+    # as in the LangChain twin
+    assert next(n for n in nodes if "pip" in n.text).metadata["header_path"] == "/Guide/"
+    assert install.headings == ["Guide", "Install"] and install.doc_id == "guide.md"
+    intro = next(c for c in chunks if "Intro" in c.text)
+    assert intro.headings == ["Guide"]
+    assert next(c for c in chunks if c.id == nodes[-1].node_id).headings == []  # a plain node: no heading
     assert [c.id for c in chunks] == [n.node_id for n in nodes]
     pairs = pairs_from_nodes(nodes)
     assert {p.positive_id for p in pairs} <= {n.node_id for n in nodes}

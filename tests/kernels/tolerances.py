@@ -16,7 +16,7 @@ Why these numbers:
   nearest); on a GPU the tensor-core path also rounds intermediates (the LoRA ``x A^T``, softmax
   probabilities) to bf16 before their second product, which shows up as absolute error relative to
   the largest entry. In the interpreter the dot operands are upcast to fp32 (UPCAST_DOTS), see
-  /work/shared/reference/triton-interpreter.md.
+  ``create_dot`` in ``triton/runtime/interpreter.py`` (``np.matmul`` in the accumulator's dtype).
 * ``nf4_vs_bitsandbytes``: same arithmetic (code value * fp32 scale, one cast): exact.
 """
 

@@ -211,7 +211,7 @@ def test_push_uploads_the_folder_and_never_shows_the_token(trained, monkeypatch,
 
 def test_pair_filter_flags_reach_filter_pairs(tmp_path, small_corpus, tiny_model):
     from embtune.models import FastSentenceTransformer
-    from embtune.pairs.embeddings import encode_texts
+    from embtune.models.inference import encode_texts
 
     run = tmp_path / "run"
     base = ["pairs", small_corpus, "--out", run, "--model", tiny_model, *TINY_ARGS, "--negatives", "0", "--quiet"]
@@ -232,7 +232,7 @@ def test_pair_filter_flags_reach_filter_pairs(tmp_path, small_corpus, tiny_model
     assert all(p["positive_id"] in row for p in pairs)  # a positive is scored by its chunk's embedding
     chunk_emb = np.load(run / "work" / "chunk_embeddings.npy")
     model = FastSentenceTransformer.from_pretrained(tiny_model, max_seq_length=64, for_inference=True)
-    q = encode_texts(model, [p["query"] for p in pairs], "query", show_progress=False)
+    q = encode_texts(model, [p["query"] for p in pairs], "query", batch_size=64)
     cosines = sorted((q * chunk_emb[[row[p["positive_id"]] for p in pairs]]).sum(axis=1).tolist())
     threshold = (cosines[len(cosines) // 2 - 1] + cosines[len(cosines) // 2]) / 2
     ok(*base, "--filter-top-k", "0", "--min-cosine", f"{threshold:.6f}")

@@ -111,6 +111,9 @@ def kill_at(cmd: list[str], run: Path, env: dict, seed: int) -> str:
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+    # the signal must have landed on a live run: a run that had already exited tests nothing
+    assert proc.returncode == -signal.SIGKILL, (
+        f"seed {seed}: the run ended (exit {proc.returncode}) before the kill at {event} + {delay:.3f}s")
     manifest = run / "manifest.json"
     stages = list(json.loads(manifest.read_text())["stages"]) if manifest.exists() else []
     saved = sorted(p.name for p in (run / "checkpoints").glob("*")) if (run / "checkpoints").is_dir() else []

@@ -7,7 +7,9 @@ import math
 import pytest
 
 from embtune.errors import ConfigError, DataFormatError, EmbtuneError
-from embtune.pipeline.labels import chunks_by_doc, eval_queries_from_labels, read_label_qrels, read_queries
+from embtune.data.beir import read_queries
+from embtune.pairs.labels import read_label_qrels
+from embtune.pipeline.eval_labels import chunks_by_doc, eval_queries_from_labels
 from embtune.pipeline.manifest import Manifest, hash_path, stage_key
 from embtune.pipeline.records import (EVAL_FIELDS, EVAL_OPTIONAL, as_record, read_eval, read_pairs,
                                       write_jsonl)

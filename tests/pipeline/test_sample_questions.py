@@ -4,7 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from embtune.corpus.ingest import read_documents
-from embtune.pipeline.labels import read_label_qrels, read_queries
+from embtune.data.beir import read_queries
+from embtune.pairs.labels import read_label_qrels
 
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = ROOT / "examples" / "sample_corpus"

@@ -29,10 +29,15 @@ def _chunks(n: int = 150) -> list[dict]:
     return records
 
 
+def _normalise(emb: np.ndarray) -> np.ndarray:
+    """Row-wise L2 normalisation in float32, written out here as the reference."""
+    emb = np.asarray(emb, dtype=np.float32)
+    return np.ascontiguousarray(emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12),
+                                dtype=np.float32)
+
+
 def _one_call_matrix(model, texts: list[str]) -> np.ndarray:
     """What the embed stage computed before streaming: one encode call, then float32 normalisation."""
-    from embtune.pairs.embeddings import _normalise
-
     emb = model.encode_document(texts, batch_size=64, show_progress_bar=False, convert_to_tensor=True,
                                 normalize_embeddings=False)
     return _normalise(emb.float().cpu().numpy())
@@ -94,12 +99,11 @@ def test_encode_batches_equal_one_call_with_prompts(tmp_path):
 
     from embtune.models.inference import batch_order, encode_texts as inference_encode
     from embtune.models.inference import truncate_normalize
-    from embtune.pairs.embeddings import encode_texts
 
     model = build_tiny_st(tmp_path, prompts={"query": "q: ", "document": "d: "})
     texts = [r["text"] for r in _chunks(90)]
     assert sorted(batch_order(model, texts).tolist()) == list(range(len(texts)))
-    assert np.array_equal(encode_texts(model, texts, "document", batch_size=16, show_progress=False),
+    assert np.array_equal(inference_encode(model, texts, "document", batch_size=16),
                           _one_call_matrix_bs(model, texts, 16))
     one_call = model.encode_query(texts, batch_size=8, show_progress_bar=False, convert_to_numpy=True,
                                   normalize_embeddings=False)
@@ -111,8 +115,6 @@ def test_encode_batches_equal_one_call_with_prompts(tmp_path):
 
 
 def _one_call_matrix_bs(model, texts, batch_size):
-    from embtune.pairs.embeddings import _normalise
-
     emb = model.encode_document(texts, batch_size=batch_size, show_progress_bar=False, convert_to_tensor=True,
                                 normalize_embeddings=False)
     return _normalise(emb.float().cpu().numpy())

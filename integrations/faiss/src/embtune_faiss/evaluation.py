@@ -188,11 +188,9 @@ def evaluate(model: ModelLike, corpus: Mapping[str, str], queries: Mapping[str, 
 
 def rows_table(rows: Sequence[Mapping[str, Any]], keys: Sequence[str] = TABLE_KEYS) -> str:
     """Markdown table of ``rows``: index, dims, method, the metric ``keys``, and index size in MB."""
-    head = ["index", "dims", "method", *keys, "index MB"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row in rows:
-        cells = [str(row["index"]), str(row["dims"]), str(row["method"])]
-        cells += [f"{row[k]:.4f}" if k in row else "—" for k in keys]
-        cells.append(f"{row['index_mb']:.1f}" if "index_mb" in row else "—")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    from embtune.report import markdown_table
+
+    body = [[str(row["index"]), str(row["dims"]), str(row["method"]),
+             *(f"{row[k]:.4f}" if k in row else "—" for k in keys),
+             f"{row['index_mb']:.1f}" if "index_mb" in row else "—"] for row in rows]
+    return markdown_table(["index", "dims", "method", *keys, "index MB"], body)

@@ -4,10 +4,13 @@ Each node is one chunk (node parsers have cut them already; the text is not re-c
 chunk id = ``node.node_id``; source document = ``metadata[doc_id_key]`` when given, else
 ``node.ref_doc_id``, else the node itself; text = the node content without metadata; title =
 ``metadata["title"]`` or ``metadata["document_title"]`` (TitleExtractor); heading path = the
-``header_path`` that ``MarkdownNodeParser`` writes (``"/Guide/Install/"``).
+``header_path`` that ``MarkdownNodeParser`` writes (``"/Guide/"``: the headings *above* the node's
+section) followed by the node's own heading (its first line, ``"## Install"``), so a section's path
+is ``["Guide", "Install"]``, as the LangChain twin gives it.
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Iterable, Mapping
 
 try:
@@ -17,6 +20,22 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from embtune.corpus.types import Chunk
 from embtune.interop import build_pairs, check_unique_ids, make_chunk, pairs_to_training_data
+
+
+OWN_HEADING = re.compile(r"^(#+)\s(.*)")
+"""A markdown heading line, as ``MarkdownNodeParser`` matches it."""
+
+
+def heading_path(metadata: Mapping[str, Any], text: str) -> list[str]:
+    """The node's full heading path: the ``header_path`` metadata (parents only, ``"/Guide/"``) and,
+    when it has one, the node's own heading (the first line of a ``MarkdownNodeParser`` section).
+    In: the node's metadata and text; out: the headings, outermost first (``[]`` when none)."""
+    path = [h for h in str(metadata.get("header_path") or "").split("/") if h.strip()]
+    if "header_path" in metadata:
+        own = OWN_HEADING.match(text.lstrip("\n").split("\n", 1)[0])
+        if own and own.group(2).strip():
+            path.append(own.group(2).strip())
+    return path
 
 
 def nodes_to_chunks(nodes: Iterable[BaseNode], *, doc_id_key: str | None = None) -> list[Chunk]:
@@ -31,8 +50,9 @@ def nodes_to_chunks(nodes: Iterable[BaseNode], *, doc_id_key: str | None = None)
         meta = dict(node.metadata or {})
         doc_id = meta.get(doc_id_key) if doc_id_key else None
         doc_id = doc_id or node.ref_doc_id
-        headings = [h for h in str(meta.get("header_path") or "").split("/") if h.strip()]
-        chunks.append(make_chunk(node.get_content(metadata_mode=MetadataMode.NONE), id=node.node_id,
+        text = node.get_content(metadata_mode=MetadataMode.NONE)
+        headings = heading_path(meta, text)
+        chunks.append(make_chunk(text, id=node.node_id,
                                  doc_id=doc_id, title=meta.get("title") or meta.get("document_title") or "",
                                  headings=headings,
                                  source=str(meta.get("file_path") or meta.get("file_name") or "")))

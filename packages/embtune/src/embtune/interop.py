@@ -57,20 +57,10 @@ def build_pairs(chunks: Sequence[Chunk], builder: Any = None) -> list[Any]:
 
 def pairs_to_training_data(pairs: Sequence[Any]) -> Any:
     """``embtune.data.PairsData`` of ``pairs`` (``Pair`` objects or dicts with ``query``/``positive``
-    and optional ``negatives``): columns anchor, positive, then negative_1..k with k the fewest
-    negatives any pair has. EmbtuneError for no pairs."""
-    from embtune.data import as_pairs_data
+    and optional ``negatives``): ``embtune.data.pairs.pairs_to_training_data``. EmbtuneError for no pairs."""
+    from embtune.data.pairs import pairs_to_training_data as convert
 
-    if not pairs:
-        raise EmbtuneError("no pairs to train on")
-    get = [(p.get if isinstance(p, Mapping) else (lambda name, p=p: getattr(p, name, None))) for p in pairs]
-    k = min(len(g("negatives") or []) for g in get)
-    rows = []
-    for g in get:
-        row = {"anchor": g("query"), "positive": g("positive")}
-        row.update({f"negative_{i + 1}": (g("negatives") or [])[i] for i in range(k)})
-        rows.append(row)
-    return as_pairs_data(rows)
+    return convert(pairs, source="<pairs>")
 
 
 def judged_queries(corpus_ids: Iterable[str] | None, queries: Mapping[str, str],

@@ -12,7 +12,6 @@ import json
 
 import click
 
-from embtune.cli.options import resolve_model
 from embtune.errors import ConfigError, EmbtuneError
 
 
@@ -60,7 +59,7 @@ def eval_command(model, data_dir, split, indexes, dims, hybrid, search_params, b
                            f"pip install embtune-faiss ({exc})") from None
     from embtune.models.inference import load_inference_model
 
-    st = load_inference_model(resolve_model(model), max_seq_length=max_seq_length)
+    st = load_inference_model(model, max_seq_length=max_seq_length)
     rows = evaluate(st, data.corpus, data.queries, qrels, indexes=list(indexes), dims=dim_list, hybrid=hybrid,
                     ks=(1, 5, 10, 100), batch_size=batch_size, search_params=search_params,
                     show_progress=not as_json)

@@ -22,7 +22,8 @@ from typing import Any
 import click
 
 from embtune.choices import LORA_COMPUTE_MODES
-from embtune.cli.options import DEFAULT_MODEL, FiniteFloatRange
+from embtune.cli.options import FiniteFloatRange
+from embtune.models.names import DEFAULT_MODEL
 from embtune.errors import ConfigError
 from embtune.pipeline.settings import RunSettings
 from embtune.pipeline.training import DTYPES, TrainSettings

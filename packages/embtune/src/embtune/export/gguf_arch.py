@@ -1,6 +1,6 @@
 """Which Hugging Face architectures go to which llama.cpp architecture, and their GGUF keys/tensors.
 
-Facts from reference/export-formats.md §1 (llama.cpp's converter and loader):
+Facts from llama.cpp's converter (``convert_hf_to_gguf.py``) and loader (``llama-model.cpp``):
 
 * BERT, DistilBERT, RoBERTa, XLM-R, CamemBERT → ``bert``. RoBERTa-style models number positions
   from ``pad_token_id + 1``; llama.cpp from 0, so those first rows of the position table are

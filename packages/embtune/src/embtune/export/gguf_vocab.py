@@ -1,7 +1,7 @@
 """The tokenizer part of a GGUF, built from the folder's ``tokenizer.json``.
 
 llama.cpp re-implements tokenizers in C++, so the GGUF must hold the vocabulary in the form its
-tokenizer expects (facts from reference/export-formats.md §1.3, §1.6 and llama.cpp's
+tokenizer expects (facts from llama.cpp's ``convert_hf_to_gguf.py`` and
 ``llama-vocab.cpp``):
 
 * WordPiece ("bert", llama.cpp WPM): word-initial pieces get a leading U+2581 "▁", ``##``

@@ -1,6 +1,6 @@
 """Export for Hugging Face Text Embeddings Inference (TEI): a folder it serves as is.
 
-Input: a merged sentence-transformers folder. Output (reference/export-formats.md §4.8): the merged
+Input: a merged sentence-transformers folder. Output (what TEI loads from a local folder): the merged
 weights (``model.safetensors``), ``config.json``, the fast ``tokenizer.json`` (+ its companions),
 and the ST files in the *legacy* spelling that TEI's parser accepts and every ST version still
 reads (§4.7): boolean-key ``1_Pooling/config.json``, ``sentence_transformers.models.*`` types in

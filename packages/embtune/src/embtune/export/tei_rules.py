@@ -1,8 +1,8 @@
 """Text Embeddings Inference's loading rules for a local model folder, as one validator.
 
 TEI is a Rust binary (not on PyPI), so where it cannot run, the folder is checked against the rules
-its loader applies. Each rule names its source; all come from reference/export-formats.md §4, which
-read huggingface/text-embeddings-inference @ 0d124dc9 (2026-07-24).
+its loader applies. Each rule names its source in huggingface/text-embeddings-inference @ 0d124dc9
+(2026-07-24).
 """
 from __future__ import annotations
 
@@ -207,8 +207,7 @@ def validate_tei_folder(folder: str | os.PathLike) -> None:
     """Check that TEI (text-embeddings-router --model-id FOLDER) would load and serve ``folder``.
 
     Input: a model folder. Returns None when every rule holds; otherwise raises ExportError whose
-    message lists every problem found. Rules and their sources (TEI @ 0d124dc9, via
-    reference/export-formats.md §4.1, §4.2, §4.7):
+    message lists every problem found. Rules and their sources (TEI @ 0d124dc9):
 
     * ``config.json`` is required and parses as ``ModelConfig`` (``architectures`` list and
       ``model_type`` required; an architecture ending in ``Classification`` switches to classifier

@@ -193,7 +193,7 @@ class _Systems:
 
     def base_source(self) -> str:
         """The base model to load: ``--model``, else the run's model, else the embedded default."""
-        from embtune.cli.options import resolve_model
+        from embtune.models.names import resolve_model
 
         return resolve_model(self.base_override or self.config.model)
 
@@ -236,7 +236,8 @@ class _Systems:
             texts = [f"{c['title']}\n{c['text']}" if c["title"] else c["text"] for c in self.chunks]
             return bm25_rankings(texts, ids, queries, depth)
         from embtune.pipeline.evaluation import rank_chunks
-        from embtune.pipeline.stages import EMBEDDINGS, load_inference_model
+        from embtune.models.inference import load_inference_model
+        from embtune.pipeline.stages import EMBEDDINGS
         from embtune.pipeline.stages_model import MERGED_EMBEDDINGS
         from embtune.pipeline.training import load_options
 

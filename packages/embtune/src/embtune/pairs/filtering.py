@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 
 from embtune.corpus.types import Chunk
 from embtune.errors import ConfigError
-from embtune.pairs.embeddings import chunk_embeddings, encode_texts
+from embtune.models.inference import encode_texts
+from embtune.pairs.embeddings import chunk_embeddings
 from embtune.pairs.types import Pair
 
 REASONS = ("empty_query", "not_top_k", "duplicate_query", "near_duplicate_query")
@@ -73,7 +74,7 @@ def positive_scores(model: Any, pairs: Sequence[Pair], q_emb: np.ndarray, q_row:
         scores[inside] = np.einsum("ij,ij->i", qs, ps)
     if outside:
         texts = list(dict.fromkeys(pairs[i].positive for i in outside))
-        p_emb = encode_texts(model, texts, "document", batch_size, show_progress)
+        p_emb = encode_texts(model, texts, "document", batch_size=batch_size, show_progress=show_progress)
         where = {t: k for k, t in enumerate(texts)}
         for i in outside:
             scores[i] = float(q_emb[q_row[i]] @ p_emb[where[pairs[i].positive]])
@@ -125,7 +126,7 @@ def filter_pairs(pairs: Sequence[Pair], model: Any, chunks: Sequence[Chunk], top
     live = [pairs[i] for i in alive]
     texts = list(dict.fromkeys(p.query for p in live))
     text_row = {t: k for k, t in enumerate(texts)}
-    q_emb = encode_texts(model, texts, "query", batch_size, show_progress)
+    q_emb = encode_texts(model, texts, "query", batch_size=batch_size, show_progress=show_progress)
     q_row = [text_row[p.query] for p in live]
 
     consistent = np.ones(len(live), dtype=bool)

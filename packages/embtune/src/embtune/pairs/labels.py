@@ -24,36 +24,16 @@ from typing import Any, Collection, Sequence
 import numpy as np
 
 from embtune.corpus.types import Chunk
-from embtune.data._io import iter_jsonl, require_file
-from embtune.data.beir import iter_qrels
+from embtune.data.beir import iter_qrels, read_queries
 from embtune.errors import ConfigError, DataFormatError
-from embtune.pairs.embeddings import chunk_embeddings, encode_texts
+from embtune.models.inference import encode_texts
+from embtune.pairs.embeddings import chunk_embeddings
 from embtune.pairs.types import Pair
+
 
 def text_id(text: str) -> str:
     """Id of a positive or negative that is not a chunk: ``text-`` + 16 hex digits of sha256(text)."""
     return "text-" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-
-
-def read_queries(path: str | os.PathLike) -> dict[str, str]:
-    """``{query id: text}`` from a JSONL file (``_id``/``id`` and ``text``/``query`` per line).
-
-    Raises DataFormatError naming the file and line for bad JSON, a missing id or text, a blank
-    text, or a repeated id.
-    """
-    path = require_file(path)
-    queries: dict[str, str] = {}
-    for line, obj in iter_jsonl(path):
-        qid = next((obj[k] for k in ("_id", "id") if k in obj), None)
-        if qid is None or isinstance(qid, bool) or not isinstance(qid, (str, int)) or not str(qid).strip():
-            raise DataFormatError('each query needs an "_id" (or "id") string', path=path, line=line)
-        text = next((obj[k] for k in ("text", "query") if k in obj), None)
-        if not isinstance(text, str) or not text.strip():
-            raise DataFormatError(f'query {qid!r} needs a non-empty "text"', path=path, line=line)
-        if str(qid) in queries:
-            raise DataFormatError(f"duplicate query id {qid!r}", path=path, line=line)
-        queries[str(qid)] = text.strip()
-    return queries
 
 
 def read_label_qrels(path: str | os.PathLike, queries: dict[str, str], doc_ids: set[str],
@@ -141,15 +121,16 @@ class LabelPairs:
     def _best_chunks(self, multi, queries, by_doc, chunks, model, embeddings) -> dict[tuple[str, str], int]:
         """For each (query, multi-chunk doc), the index of the chunk with the highest cosine."""
         qids = list(dict.fromkeys(q for q, _ in multi))
-        q_emb = encode_texts(model, [queries[q] for q in qids], "query", self.batch_size, self.show_progress)
+        q_emb = encode_texts(model, [queries[q] for q in qids], "query", batch_size=self.batch_size,
+                             show_progress=self.show_progress)
         q_row = {q: i for i, q in enumerate(qids)}
         if embeddings is not None:
             c_emb = chunk_embeddings(model, chunks, embeddings)
             c_row = {i: i for d in {d for _, d in multi} for i in by_doc[d]}
         else:
             needed = sorted({i for _, d in multi for i in by_doc[d]})
-            c_emb = encode_texts(model, [chunks[i].text for i in needed], "document", self.batch_size,
-                                 self.show_progress)
+            c_emb = encode_texts(model, [chunks[i].text for i in needed], "document", batch_size=self.batch_size,
+                                 show_progress=self.show_progress)
             c_row = {i: r for r, i in enumerate(needed)}
         out = {}
         for qid, doc_id in multi:

@@ -27,7 +27,8 @@ from tqdm.auto import tqdm
 
 from embtune.corpus.types import Chunk
 from embtune.errors import ConfigError, EmbtuneError
-from embtune.pairs.embeddings import chunk_embeddings, encode_texts
+from embtune.models.inference import encode_texts
+from embtune.pairs.embeddings import chunk_embeddings
 from embtune.pairs.filtering import positive_scores
 from embtune.pairs.types import Pair
 
@@ -74,7 +75,7 @@ def mine_hard_negatives(pairs: Sequence[Pair], model: Any, chunks: Sequence[Chun
     index.add(emb)
     texts = list(dict.fromkeys(p.query for p in pairs))
     text_row = {t: k for k, t in enumerate(texts)}
-    q_emb = encode_texts(model, texts, "query", batch_size, show_progress)
+    q_emb = encode_texts(model, texts, "query", batch_size=batch_size, show_progress=show_progress)
     q_row = [text_row[p.query] for p in pairs]
     row_of = {c.id: r for r, c in enumerate(chunks)}
     pos_score, pos_row = positive_scores(model, pairs, q_emb, q_row, emb, row_of, batch_size, show_progress)

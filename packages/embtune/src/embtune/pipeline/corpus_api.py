@@ -58,11 +58,12 @@ def max_tokens_for(model: Any) -> int:
 def encode_chunk_texts(model: Any, texts: Sequence[str], lengths: Any = None,
                        show_progress: bool = True) -> np.ndarray:
     """Document embeddings of chunk texts (a list, or ``records.ChunkTexts`` reading them from
-    chunks.jsonl), batch by batch (``embtune.pairs.embeddings.encode_texts``): float32 [n, dim], rows
+    chunks.jsonl), batch by batch (``embtune.models.inference.encode_texts``): float32 [n, dim], rows
     of norm 1. ``lengths``: the texts' sort keys when known (``ChunkTexts.lengths``)."""
-    from embtune.pairs.embeddings import encode_texts
+    from embtune.models.inference import encode_texts
+    from embtune.pairs.embeddings import BATCH_SIZE
 
-    return encode_texts(model, texts, "document", show_progress=show_progress, lengths=lengths)
+    return encode_texts(model, texts, "document", batch_size=BATCH_SIZE, show_progress=show_progress, lengths=lengths)
 
 
 def build_pairs(builder: str, chunks: Sequence[dict[str, Any]], s: "RunSettings", model: Any,

@@ -159,7 +159,9 @@ class Pipeline:
         (content hashes; size and mtime for files over 16 MiB), else the hub name; followed by the
         load options that change its embeddings (dtype, prompts, instruction) when any is set."""
         if self._model_id is None:
-            source = stages.model_source(self.s.model)
+            from embtune.models.names import resolve_model
+
+            source = resolve_model(self.s.model)
             self._model_id = model_fingerprint(source) if Path(source).exists() else source
             options = {k: getattr(self.s, k) for k in ("dtype", "query_prompt", "document_prompt", "instruction")}
             options = {k: v for k, v in options.items() if v not in (None, "auto")}
@@ -171,7 +173,9 @@ class Pipeline:
         """The base model for inference (chunking tokenizer, filtering, mining, baseline), loaded once
         with the settings' dtype, prompts and instruction."""
         if self._model is None:
-            self._model = stages.load_inference_model(stages.model_source(self.s.model), **load_options(self.s))
+            from embtune.models.inference import load_inference_model
+
+            self._model = load_inference_model(self.s.model, **load_options(self.s))
         return self._model
 
     def release_model(self) -> None:
@@ -181,7 +185,9 @@ class Pipeline:
     def merged_model(self):
         """The trained, merged model (DIR/merged) for inference, loaded once."""
         if self._merged is None:
-            self._merged = stages.load_inference_model(str(self.path("merged")), **load_options(self.s, base=False))
+            from embtune.models.inference import load_inference_model
+
+            self._merged = load_inference_model(self.path("merged"), **load_options(self.s, base=False))
         return self._merged
 
     def stage(self, name: str, inputs: dict[str, Path | str], settings: dict[str, Any], outputs: list[str],

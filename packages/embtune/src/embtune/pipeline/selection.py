@@ -345,7 +345,7 @@ def _z(row: dict[str, Any], name: str) -> str:
 def run_selection(pipe: Any, train_info: dict[str, Any], weights: Path) -> dict[str, Any]:
     """Run the validation and select stages in ``pipe`` (a from-corpus Pipeline) after training, from the
     train stage's info and its ``weights`` folder; returns their infos by stage name."""
-    from embtune.pipeline.stages import model_source
+    from embtune.models.names import resolve_model
     from embtune.pipeline.training import load_options
     from embtune.training.checkpoint import list_checkpoints
 
@@ -366,6 +366,6 @@ def run_selection(pipe: Any, train_info: dict[str, Any], weights: Path) -> dict[
          "max_seq_length": s.max_seq_length,
          "documents": held},
         [SELECTION], lambda: select_stage(pipe.dir, weights, step, chunks, validation, held, pipe.path(SELECTION),
-                                          s.strengths, model_source(s.model), s.qlora, options,
+                                          s.strengths, resolve_model(s.model), s.qlora, options,
                                           info["validation"], s.show_progress))
     return info

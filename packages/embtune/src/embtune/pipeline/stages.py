@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from embtune.errors import ConfigError, DataFormatError, EmbtuneError
-from embtune.pipeline import corpus_api, labels
+from embtune.data.beir import read_queries
+from embtune.pipeline import corpus_api, eval_labels
 from embtune.pipeline.records import (CHUNK_FIELDS, EVAL_FIELDS, EVAL_OPTIONAL, ChunkTexts, as_record, read_chunks,
                                       read_pairs, write_jsonl)
 from embtune.utils.atomic import atomic_file
@@ -36,21 +37,6 @@ SPLIT = "work/pairs.split.jsonl"
 NEGATIVES_SKIP_TOP = 3
 NEGATIVES_MARGIN = 0.05
 KEEP_SHARE = 0.75
-
-
-def model_source(name: str | None) -> str:
-    """The model to load: ``name``, or the embedded all-MiniLM-L6-v2 folder when None."""
-    from embtune.cli.options import resolve_model
-
-    return resolve_model(name)
-
-
-def load_inference_model(source: str, **options: Any):
-    """Load ``source`` for encoding only (eval mode, no gradients); ``options`` are further keyword
-    arguments of ``FastSentenceTransformer.from_pretrained`` (``pipeline.training.load_options``)."""
-    from embtune.models import FastSentenceTransformer
-
-    return FastSentenceTransformer.from_pretrained(source, for_inference=True, **options)
 
 
 def load_embeddings(path: Path) -> np.ndarray:
@@ -180,12 +166,14 @@ def split_stage(pairs_path: Path, chunks_path: Path, train_path: Path, eval_path
         source = f"held-out {s.eval_fraction:.0%} of documents"
         dropped = 0
     else:
+        from embtune.pairs.labels import read_label_qrels
+
         chunks = read_chunks(chunks_path)
-        doc_chunks = labels.chunks_by_doc(chunks)
+        doc_chunks = eval_labels.chunks_by_doc(chunks)
         queries_path = s.eval_queries_path()
-        queries = labels.read_queries(queries_path)
-        judgements = labels.read_label_qrels(s.eval_labels, queries, set(doc_chunks), set(empty_doc_ids))
-        eval_records, dropped = labels.eval_queries_from_labels(judgements, queries, doc_chunks, empty_doc_ids)
+        queries = read_queries(queries_path)
+        judgements = read_label_qrels(s.eval_labels, queries, set(doc_chunks), set(empty_doc_ids))
+        eval_records, dropped = eval_labels.eval_queries_from_labels(judgements, queries, doc_chunks, empty_doc_ids)
         train_pairs, held_out = pairs, []
         if s.select_strength:  # validation documents for pipeline.selection (never the labelled test queries)
             with contextlib.suppress(ConfigError):  # too few documents: the selection says it cannot validate
@@ -252,11 +240,13 @@ def check_label_files(s: "RunSettings", chunks_path: Path, empty_doc_ids: list[s
     counts them (left out of training, kept in evaluation as misses)."""
     if s.labels is None and s.eval_labels is None:
         return
+    from embtune.pairs.labels import read_label_qrels
+
     doc_ids = {c["doc_id"] for c in read_chunks(chunks_path, fields=("doc_id",))}
     empty, named = set(empty_doc_ids), []
     for qrels, queries in ((s.labels, s.queries), (s.eval_labels, s.eval_queries_path())):
         if qrels is not None:
-            named += [d for _, d, _ in labels.read_label_qrels(qrels, labels.read_queries(queries), doc_ids, empty)
+            named += [d for _, d, _ in read_label_qrels(qrels, read_queries(queries), doc_ids, empty)
                       if d in empty]
     if named:
         warn(f"{len(named)} judgement(s) name {len(set(named))} document(s) with no text (e.g. {named[0]!r}): left "
@@ -366,4 +356,4 @@ def describe(name: str, info: dict[str, Any]) -> str:
 
 
 __all__ = ["chunk_stage", "embed_stage", "pairs_stage", "split_stage", "negatives_stage", "data_stages",
-           "pairs_summary", "data_counts", "describe", "model_source", "load_inference_model", "load_embeddings"]
+           "pairs_summary", "data_counts", "describe", "load_embeddings"]

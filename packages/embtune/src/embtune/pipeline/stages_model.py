@@ -124,7 +124,8 @@ def _clear_stale_checkpoints(pipe: "Pipeline", key: str) -> None:
 def model_stages(pipe: "Pipeline") -> dict[str, Any]:
     """Run baseline -> train -> (validation -> select, with ``select_strength``) -> merge -> embed_after ->
     after -> export in ``pipe``; returns the infos by stage name."""
-    from embtune.pipeline.stages import EMBEDDINGS, embed_stage, model_source
+    from embtune.models.names import resolve_model
+    from embtune.pipeline.stages import EMBEDDINGS, embed_stage
 
     s = pipe.s
     chunks, evals, pairs = pipe.path("chunks.jsonl"), pipe.path("eval.jsonl"), pipe.path("pairs.jsonl")
@@ -157,7 +158,7 @@ def model_stages(pipe: "Pipeline") -> dict[str, Any]:
         if choice["checkpoint"] not in ("final", "base"):
             merge_inputs["checkpoint"] = pipe.path(f"checkpoints/{choice['checkpoint']}/trainable.safetensors")
     info["merge"] = pipe.stage("merge", merge_inputs, {"qlora": s.qlora}, ["merged"],
-                               lambda: merge_stage(weights, merged, s.qlora, choice, model_source(s.model)))
+                               lambda: merge_stage(weights, merged, s.qlora, choice, resolve_model(s.model)))
     if choice is not None and choice["strength"] == 0.0:  # merged/ is the base model: its embeddings exist
         info["embed_after"] = pipe.stage(
             "embed_after", {"chunks": chunks, "merged": merged, "embeddings": emb},

@@ -150,26 +150,13 @@ def is_corpus_pairs_file(path: str | os.PathLike) -> bool:
 
 
 def corpus_pairs_data(path: str | os.PathLike):
-    """Read a from-corpus pairs.jsonl into ``embtune.data.PairsData`` (anchor, positive, negative_1..k).
-
-    k is the smallest number of negatives over all pairs (0 gives plain pairs). Raises
-    DataFormatError naming the file and line for a malformed record.
-    """
-    from embtune.data import PairsData
+    """Read a from-corpus pairs.jsonl into ``embtune.data.PairsData`` (anchor, positive, negative_1..k;
+    ``embtune.data.pairs.pairs_to_training_data``). Raises DataFormatError naming the file (and line
+    for a malformed record)."""
+    from embtune.data.pairs import pairs_to_training_data
     from embtune.pipeline.records import read_pairs
 
-    pairs = read_pairs(path)
-    k = min(len(p["negatives"]) for p in pairs)
-    most = max(len(p["negatives"]) for p in pairs)
-    if k < most:
-        logger.warning("%s: pairs have %d to %d negatives; training uses the first %d of each", path, k, most, k)
-    columns = ["anchor", "positive"] + [f"negative_{i}" for i in range(1, k + 1)]
-    rows = []
-    for p in pairs:
-        row = {"anchor": p["query"], "positive": p["positive"]}
-        row.update({f"negative_{i + 1}": p["negatives"][i] for i in range(k)})
-        rows.append(row)
-    return PairsData(columns=columns, rows=rows, kind="triplets" if k else "pairs", source=str(path))
+    return pairs_to_training_data(read_pairs(path), source=str(path))
 
 
 def load_train_data(data: str | os.PathLike) -> Any:
@@ -187,7 +174,7 @@ def load_for_training(settings: TrainSettings):
     """Load ``settings.model`` (default: the embedded MiniLM) with its dtype and prompts and make it
     trainable: a LoRA adapter (rank, alpha, dropout, target layers and compute mode of the settings;
     on a 4-bit base with ``qlora``) or every weight (``full``). Returns the model."""
-    from embtune.cli.options import resolve_model
+    from embtune.models.names import resolve_model
     from embtune.models import FastSentenceTransformer
 
     check_training_options(settings)

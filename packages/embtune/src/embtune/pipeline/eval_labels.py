@@ -2,8 +2,8 @@
 
 ``--labels`` / ``--eval-labels`` are qrels TSVs (``query-id <TAB> doc-id [<TAB> score]``) whose doc ids
 name documents of CORPUS (a BEIR folder's ``_id`` values, or file paths relative to the corpus
-folder); they are read by ``embtune.pairs.labels`` (the same reader the labels pair builder uses,
-re-exported here). Chunking splits a document into chunks, so for evaluation every chunk of a
+folder); they are read by ``embtune.pairs.labels.read_label_qrels`` (the reader the labels pair builder
+uses) and their queries by ``embtune.data.beir.read_queries``. Chunking splits a document into chunks, so for evaluation every chunk of a
 relevant document counts as relevant, with the document's qrels score (graded labels keep their grades
 in eval.jsonl's ``grades``, which nDCG weighs).
 """
@@ -12,9 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, Collection, Iterable
 
-from embtune.pairs.labels import read_label_qrels, read_queries
-
-__all__ = ["chunks_by_doc", "eval_queries_from_labels", "read_label_qrels", "read_queries"]
+__all__ = ["chunks_by_doc", "eval_queries_from_labels"]
 
 
 def chunks_by_doc(chunks: Iterable[dict[str, Any]]) -> dict[str, list[str]]:
