@@ -20,7 +20,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("embtune_langchain needs langchain-core: pip install langchain-core") from exc
 
 from embtune.corpus.types import Chunk
-from embtune.interop import build_pairs, check_unique_ids, make_chunk, pairs_to_training_data
+from embtune.data.pairs import pairs_to_training_data
+from embtune.interop import build_pairs, check_unique_ids, make_chunk
 
 _HEADER = re.compile(r"header\s*(\d+)", re.IGNORECASE)
 

@@ -19,7 +19,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("embtune_llamaindex needs llama-index-core: pip install llama-index-core") from exc
 
 from embtune.corpus.types import Chunk
-from embtune.interop import build_pairs, check_unique_ids, make_chunk, pairs_to_training_data
+from embtune.data.pairs import pairs_to_training_data
+from embtune.interop import build_pairs, check_unique_ids, make_chunk
 
 
 OWN_HEADING = re.compile(r"^(#+)\s(.*)")

@@ -104,7 +104,7 @@ class QADataset:
 
     def to_training_data(self) -> Any:
         """``embtune.data.PairsData`` (anchor, positive) of ``to_pairs()`` for ``embtune.train``."""
-        from embtune.interop import pairs_to_training_data
+        from embtune.data.pairs import pairs_to_training_data
 
         return pairs_to_training_data(self.to_pairs())
 

@@ -3,7 +3,8 @@
 * chunks from other frameworks' records (a LangChain ``Document``, a LlamaIndex node) become
   ``embtune.corpus.Chunk`` objects, so the from-corpus pair builders (``embtune.pairs``) run on them
   unchanged; a record without an id gets the chunker's stable id ``sha256(doc_id, text)``;
-* pairs become training data (``embtune.data.PairsData``) that ``embtune.train`` accepts;
+* pairs become training data (``embtune.data.PairsData``) that ``embtune.train`` accepts
+  (``embtune.data.pairs.pairs_to_training_data``);
 * a retriever's answers become ranked id lists scored by ``embtune.eval.metrics.retrieval_metrics``
   (the one metrics implementation); an id returned twice (two chunks of one document mapped to
   the document id) counts once, at its best rank.
@@ -53,14 +54,6 @@ def build_pairs(chunks: Sequence[Chunk], builder: Any = None) -> list[Any]:
 
         builder = HeuristicPairs(show_progress=False)
     return list(builder.build(list(chunks)))
-
-
-def pairs_to_training_data(pairs: Sequence[Any]) -> Any:
-    """``embtune.data.PairsData`` of ``pairs`` (``Pair`` objects or dicts with ``query``/``positive``
-    and optional ``negatives``): ``embtune.data.pairs.pairs_to_training_data``. EmbtuneError for no pairs."""
-    from embtune.data.pairs import pairs_to_training_data as convert
-
-    return convert(pairs, source="<pairs>")
 
 
 def judged_queries(corpus_ids: Iterable[str] | None, queries: Mapping[str, str],
