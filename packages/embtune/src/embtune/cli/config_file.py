@@ -38,6 +38,11 @@ def _hint(key: str, flags: list[Flag]) -> str:
     return f" (did you mean {match!r}?)"
 
 
+def load_config(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """The click callback of ``--config`` (``flags.command_options``): ``apply_config(ctx, value)``."""
+    return apply_config(ctx, value)
+
+
 def apply_config(ctx: click.Context, path: str | None) -> str | None:
     """Load config file ``path`` into ``ctx.default_map`` for the command of ``ctx``; returns ``path``.
 

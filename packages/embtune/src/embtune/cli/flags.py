@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import click
 
@@ -145,8 +145,9 @@ class Flag:
                 return f.default_factory()  # type: ignore[misc]
         raise KeyError(f"flag {self.name}: {SETTINGS[command].__name__} has no field {self.param!r}")
 
-    def click_param(self, command: str):
-        """The click decorator of this flag for ``command``."""
+    def click_param(self, command: str, on_config: Callable[..., Any] | None = None):
+        """The click decorator of this flag for ``command``; ``on_config`` is the eager callback of the
+        ``--config`` flag (``embtune.cli.config_file.load_config``)."""
         if not self.name.startswith("-"):
             return click.argument(self.param, type=self.type, required=self.required)
         default = self.default_for(command)
@@ -155,17 +156,11 @@ class Flag:
                                 help=self.help, show_default=False)
         if self.key == "config":
             return click.option(self.name, self.param, type=self.type, is_eager=True, expose_value=True,
-                                callback=_load_config, help=self.help)
+                                callback=on_config, help=self.help)
         show = self.show_default if self.show_default is not None else default is not None
         given = {} if default is None else {"default": default}  # click 8.3+: default=None satisfies required
         return click.option(self.name, self.param, type=self.type, required=self.required, show_default=show,
                             help=self.help, **given)
-
-
-def _load_config(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-    from embtune.cli.config_file import apply_config
-
-    return apply_config(ctx, value)
 
 
 BOTH = (TRAIN, CORPUS)
@@ -276,11 +271,13 @@ def flags_of(command: str) -> list[Flag]:
     return [flag for flag in FLAGS if command in flag.commands]
 
 
-def command_options(command: str):
-    """Decorator adding every flag of ``command`` (and its CORPUS argument) to a click command."""
+def command_options(command: str, on_config: Callable[..., Any] | None = None):
+    """Decorator adding every flag of ``command`` (and its CORPUS argument) to a click command;
+    ``on_config`` handles ``--config`` (``embtune.cli.config_file.load_config``: this module does not
+    import it, the config reader depends on the flags, not the other way round)."""
     def decorate(fn):
         for flag in reversed(flags_of(command)):
-            fn = flag.click_param(command)(fn)
+            fn = flag.click_param(command, on_config)(fn)
         return fn
     return decorate
 

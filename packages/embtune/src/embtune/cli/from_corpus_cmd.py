@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import click
 
-from embtune.cli.config_file import resolved_options, settings_kwargs
+from embtune.cli.config_file import load_config, resolved_options, settings_kwargs
 from embtune.cli.flags import CORPUS, command_options
 
 
 @click.command("from-corpus")
-@command_options(CORPUS)
+@command_options(CORPUS, on_config=load_config)
 @click.pass_context
 def from_corpus_command(ctx: click.Context, **options):
     """Fine-tune an embedding model on the documents in CORPUS and report retrieval before and after.

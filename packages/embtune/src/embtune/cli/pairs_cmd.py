@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import click
 
-from embtune.cli.config_file import resolved_options
+from embtune.cli.config_file import load_config, resolved_options
 from embtune.cli.flags import PAIRS, command_options
 from embtune.cli.from_corpus_cmd import run_settings
 
 
 @click.command("pairs")
-@command_options(PAIRS)
+@command_options(PAIRS, on_config=load_config)
 @click.pass_context
 def pairs_command(ctx: click.Context, **options):
     """Build training pairs from the documents in CORPUS into DIR.

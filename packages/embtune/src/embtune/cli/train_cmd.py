@@ -9,12 +9,12 @@ from pathlib import Path
 
 import click
 
-from embtune.cli.config_file import resolved_options, settings_kwargs
+from embtune.cli.config_file import load_config, resolved_options, settings_kwargs
 from embtune.cli.flags import TRAIN, command_options
 
 
 @click.command("train")
-@command_options(TRAIN)
+@command_options(TRAIN, on_config=load_config)
 @click.pass_context
 def train_command(ctx: click.Context, **options):
     """Fine-tune a model on DATA and write the adapter (or full model) and the merged model to OUT.

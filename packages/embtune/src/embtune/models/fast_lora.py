@@ -126,17 +126,6 @@ def use_fast_lora(lora_config: Any) -> Any:
     return lora_config
 
 
-def use_fast_lora_4bit(lora_config: Any) -> Any:
-    """Make ``lora_config`` build `embtune.models.fast_lora_4bit.FastLoraLinear4bit` for bitsandbytes
-    ``Linear4bit`` targets (QLoRA). In/out: the config (changed in place). Needs bitsandbytes."""
-    import bitsandbytes as bnb
-
-    from embtune.models.fast_lora_4bit import FastLoraLinear4bit
-
-    lora_config._register_custom_module({bnb.nn.Linear4bit: FastLoraLinear4bit})
-    return lora_config
-
-
 def set_lora_compute(model: torch.nn.Module, compute: str) -> int:
     """Set the arithmetic of every `FastLoraLinear` in ``model``; returns how many layers were set.
 

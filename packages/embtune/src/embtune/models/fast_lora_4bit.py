@@ -49,3 +49,12 @@ class FastLoraLinear4bit(PeftLoraLinear4bit):
 
 
 __all__ = ["FastLoraLinear4bit"]
+
+
+def use_fast_lora_4bit(lora_config: Any) -> Any:
+    """Make ``lora_config`` build `FastLoraLinear4bit` for bitsandbytes ``Linear4bit`` targets (QLoRA).
+    In/out: the config (changed in place). Needs bitsandbytes."""
+    import bitsandbytes as bnb
+
+    lora_config._register_custom_module({bnb.nn.Linear4bit: FastLoraLinear4bit})
+    return lora_config

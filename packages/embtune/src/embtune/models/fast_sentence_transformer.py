@@ -220,8 +220,8 @@ class FastSentenceTransformer(SentenceTransformer):
         """
         from peft import LoraConfig, TaskType
 
-        from embtune.models.fast_lora import (COMPUTE_MODES, set_lora_compute, use_fast_lora,
-                                              use_fast_lora_4bit)
+        from embtune.models.fast_lora import COMPUTE_MODES, set_lora_compute, use_fast_lora
+        from embtune.models.fast_lora_4bit import use_fast_lora_4bit
 
         if r <= 0 or lora_alpha <= 0:
             raise ConfigError(f"LoRA needs r > 0 and lora_alpha > 0 (got r={r}, lora_alpha={lora_alpha})")
