@@ -23,7 +23,6 @@ KNOWN_CIRCLES = {
     frozenset({"embtune.export.api", "embtune.export.gguf", "embtune.export.gguf_arch", "embtune.export.gguf_vocab",
                "embtune.export.onnx", "embtune.export.source", "embtune.export.tei", "embtune.models",
                "embtune.models.fast_sentence_transformer", "embtune.models.fast_transformer"}),
-    frozenset({"embtune.pipeline.corpus_api", "embtune.pipeline.selection", "embtune.pipeline.settings"}),
     frozenset({"embtune.pipeline", "embtune.pipeline.from_corpus", "embtune.pipeline.lexical",
                "embtune.pipeline.report_sections", "embtune.pipeline.sources", "embtune.pipeline.stages",
                "embtune.pipeline.stages_model"}),

@@ -20,8 +20,9 @@ from tiny_models import randomize_lora_b
 from embtune.errors import ConfigError
 from embtune.models import FastSentenceTransformer
 from embtune.models.strength import StrengthModel
-from embtune.pipeline.selection import (MIN_GAIN, MIN_SIGNAL_QUERIES, MIN_Z, SCORES, add_significance, check_strengths,
-                                        choose, paired_z, validation_signals)
+from embtune.pipeline.selection import (MIN_GAIN, MIN_SIGNAL_QUERIES, MIN_Z, SCORES, add_significance, choose,
+                                        paired_z, validation_signals)
+from embtune.pipeline.settings import check_strengths
 
 TEXTS = ["protein folding and hydrophobic collapse", "how do cells divide", "coffee and the heart"]
 

@@ -95,7 +95,7 @@ class StrengthList(click.ParamType):
 
     def convert(self, value, param, ctx):
         """The sorted tuple of distinct strengths; a click usage error for anything else."""
-        from embtune.pipeline.selection import check_strengths
+        from embtune.pipeline.settings import check_strengths
 
         try:
             return check_strengths(value)

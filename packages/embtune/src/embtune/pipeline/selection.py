@@ -38,13 +38,11 @@ import random
 from pathlib import Path
 from typing import Any, Sequence
 
-from embtune.errors import ConfigError
 from embtune.pipeline.records import EVAL_FIELDS, as_record, read_chunks, read_eval, read_pairs, write_jsonl
 from embtune.utils.atomic import atomic_write_json
 
 VALIDATION = "work/validation.jsonl"
 SELECTION = "selection.json"
-DEFAULT_STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
 MAX_DOCUMENTS = 300
 """Held-out documents validated on at most (a seeded sample): each candidate encodes their chunks."""
 MAX_QUERIES = 1000
@@ -57,20 +55,6 @@ MIN_Z = 2.0
 """Standard errors (of the paired per-query differences) a signal's gain must reach to ship."""
 MIN_SIGNAL_QUERIES = 20
 """Validation queries a signal needs to count in the choice on its own."""
-
-
-def check_strengths(value: Any) -> tuple[float, ...]:
-    """The strength grid as a sorted tuple of distinct floats in [0, 1] (from a tuple, list or
-    ``"0,0.5,1"``); ConfigError naming --strengths otherwise."""
-    items = str(value).split(",") if isinstance(value, str) else list(value or ())
-    try:
-        grid = sorted({float(str(v).strip()) for v in items if str(v).strip()})
-    except ValueError:
-        grid = []
-    if not grid or any(not 0.0 <= a <= 1.0 for a in grid):
-        raise ConfigError(f"--strengths takes numbers between 0 and 1 separated by commas (e.g. 0,0.5,1), "
-                          f"got {value!r}")
-    return tuple(grid)
 
 
 def validation_signals(trained_builders: set[str]) -> tuple[str, ...]:

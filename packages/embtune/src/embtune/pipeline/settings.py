@@ -120,8 +120,6 @@ class RunSettings:
         if self.pairs not in PAIR_BUILDERS:
             raise ConfigError(f"--pairs must be one of {', '.join(PAIR_BUILDERS)}; got {self.pairs!r}")
         _check_ints(self)
-        from embtune.pipeline.selection import check_strengths
-
         self.strengths = check_strengths(self.strengths)
         _check_filter(self)
         if until is None:
@@ -198,6 +196,20 @@ def parse_exports(value: str | tuple[str, ...] | list[str] | None) -> tuple[str,
     if not formats:
         raise ConfigError(f"--export needs at least one of {', '.join(EXPORT_FORMATS)}")
     return tuple(formats)
+
+
+def check_strengths(value: Any) -> tuple[float, ...]:
+    """The strength grid as a sorted tuple of distinct floats in [0, 1] (from a tuple, list or
+    ``"0,0.5,1"``); ConfigError naming --strengths otherwise."""
+    items = str(value).split(",") if isinstance(value, str) else list(value or ())
+    try:
+        grid = sorted({float(str(v).strip()) for v in items if str(v).strip()})
+    except ValueError:
+        grid = []
+    if not grid or any(not 0.0 <= a <= 1.0 for a in grid):
+        raise ConfigError(f"--strengths takes numbers between 0 and 1 separated by commas (e.g. 0,0.5,1), "
+                          f"got {value!r}")
+    return tuple(grid)
 
 
 def _check_ints(s: RunSettings) -> None:
