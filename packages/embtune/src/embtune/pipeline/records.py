@@ -20,6 +20,10 @@ from embtune.data._io import iter_jsonl, iter_jsonl_at, read_jsonl_at
 from embtune.errors import DataFormatError
 from embtune.utils.atomic import atomic_file
 
+BEFORE = "work/before.json"
+"""The base model's evaluation of a run (metrics and per-query values), relative to the run folder."""
+AFTER = "work/after.json"
+"""The shipped model's evaluation of a run, relative to the run folder."""
 CHUNK_FIELDS = ("id", "doc_id", "text", "title", "headings", "source")
 PAIR_FIELDS = ("query", "positive", "positive_id", "doc_id", "builder", "negatives", "negative_ids")
 EVAL_FIELDS = ("query_id", "query", "relevant")

@@ -38,8 +38,7 @@ def add_sections(pipe: "Pipeline", info: dict[str, Any], report: dict[str, Any])
     ("labelled" or "synthetic").
     """
     from embtune.pipeline.lexical import BM25
-    from embtune.pipeline.records import read_eval
-    from embtune.pipeline.stages_model import AFTER, BEFORE
+    from embtune.pipeline.records import AFTER, BEFORE, read_eval
 
     source = evaluation_source(pipe.s, info.get("pairs", {}), info.get("split", {}))
     out: dict[str, Any] = {"evaluation_source": source["text"], **report}

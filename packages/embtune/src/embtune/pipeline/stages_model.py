@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from embtune.pipeline.evaluation import evaluate_chunks, headline
-from embtune.pipeline.records import read_chunks, read_eval
+from embtune.pipeline.records import AFTER, BEFORE, read_chunks, read_eval
 from embtune.utils.atomic import atomic_write_json
 
 if TYPE_CHECKING:
@@ -34,8 +34,6 @@ if TYPE_CHECKING:
     from embtune.pipeline.settings import RunSettings
     from embtune.pipeline.training import TrainSettings
 
-BEFORE = "work/before.json"
-AFTER = "work/after.json"
 MERGED_EMBEDDINGS = "work/chunk_embeddings.merged.npy"
 LOSS_POINTS = 40
 
