@@ -132,9 +132,12 @@ def test_qlora_layers_take_the_fused_nf4_path_and_match_peft(dtype, tmp_path):
     assert len(calls) >= 2 * len(layers)  # every layer dequantized in forward and again in backward
     ref_loss, ref_grads = _qlora_grads(model, "peft")
     assert grads.keys() == ref_grads.keys() and all("lora_" in n for n in grads)
-    tol = 1e-5 if dtype == torch.float32 else 3e-2
-    torch.testing.assert_close(loss, ref_loss, rtol=tol, atol=tol)
+    # bf16: the fused path and PEFT's round at different points. Measured (seeds 1-3): loss within 0.0015,
+    # the worst gradient element within 0.041 of the largest; the bounds leave 3x / 2.5x of that
+    # (they were 3e-2 and 0.3, loose enough to pass a gradient off by a third).
+    loss_tol, grad_tol = (1e-5, 1e-4) if dtype == torch.float32 else (5e-3, 0.1)
+    torch.testing.assert_close(loss, ref_loss, rtol=loss_tol, atol=loss_tol)
     for name in grads:
         assert grads[name].dtype == torch.float32 and grads[name].abs().max() > 0, name
-        torch.testing.assert_close(grads[name], ref_grads[name], rtol=tol * 10,
-                                   atol=tol * 10 * ref_grads[name].abs().max().item(), msg=name)
+        torch.testing.assert_close(grads[name], ref_grads[name], rtol=grad_tol,
+                                   atol=grad_tol * ref_grads[name].abs().max().item(), msg=name)
