@@ -305,13 +305,15 @@ def _default_text(flag: Flag) -> str:
 def markdown_table() -> str:
     """The README table: one row per flag of train / from-corpus / pairs with the commands that take
     it, the library argument it reaches and its default."""
-    rows = ["| flag | commands | API argument | default |", "|---|---|---|---|"]
+    from embtune.report import markdown_table as table
+
+    rows = []
     for flag in FLAGS:
         name = f"`{flag.name}`" if flag.name.startswith("-") else flag.name
         if flag.is_flag:
             name = f"`{flag.name}` / `--no-{flag.name[2:]}`"
-        rows.append(f"| {name} | {', '.join(flag.commands)} | {flag.api} | {_default_text(flag)} |")
-    return "\n".join(rows) + "\n"
+        rows.append([name, ", ".join(flag.commands), flag.api, _default_text(flag)])
+    return table(["flag", "commands", "API argument", "default"], rows) + "\n"
 
 
 @click.command("flags", hidden=True)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from embtune.pipeline.evaluation import REPORT_KS, REPORT_METRICS
+from embtune.report import markdown_table
 from embtune.utils.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 logger = logging.getLogger("embtune")
@@ -96,16 +97,15 @@ def _changes_markdown(changes: dict[str, list], level: str) -> list[str]:
             continue
         bm25 = any("rank_bm25" in r for r in rows)
         lines += [f"Rank of the first relevant {item} before → after training (>{max(REPORT_KS)}: not in the "
-                  f"first {max(REPORT_KS)}){'; BM25 for comparison' if bm25 else ''}.", "",
-                  "| query | rank | nDCG@10 |" + (" BM25 rank |" if bm25 else ""),
-                  "|---|---|---|" + ("---|" if bm25 else "")]
+                  f"first {max(REPORT_KS)}){'; BM25 for comparison' if bm25 else ''}.", ""]
+        body = []
         for r in rows:
             cells = [_cell(r["query"]), f"{_rank(r['rank_before'])} → {_rank(r['rank_after'])}",
                      f"{r['ndcg@10_before']:.3f} → {r['ndcg@10_after']:.3f}"]
             if bm25:
                 cells.append(_rank(r.get("rank_bm25")) if "rank_bm25" in r else "")
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
+            body.append(cells)
+        lines += [markdown_table(["query", "rank", "nDCG@10", *(["BM25 rank"] if bm25 else [])], body), ""]
     return lines
 
 

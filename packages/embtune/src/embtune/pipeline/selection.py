@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from embtune.pipeline.records import EVAL_FIELDS, as_record, read_chunks, read_eval, read_pairs, write_jsonl
+from embtune.report import markdown_table
 from embtune.utils.atomic import atomic_write_json
 
 VALIDATION = "work/validation.jsonl"
@@ -314,10 +315,9 @@ def report_lines(selection: dict[str, Any] | None) -> list[str]:
         lines += [f"A trained candidate ships only if it gains at least {selection.get('min_gain', MIN_GAIN)} "
                   f"{METRIC} over the base on every signal, and at least {selection.get('min_z', MIN_Z):g} standard "
                   "errors of the paired per-query differences (z).", "",
-                  "| checkpoint | strength | validation " + METRIC + "".join(f" | {n} (z)" for n in names) + " |",
-                  "|---|---|---" + "|---" * len(names) + "|"]
-        lines += [f"| {r['checkpoint']} | {r['strength']:g} | {r[METRIC]:.4f}"
-                  + "".join(f" | {r['by_signal'][n]:.4f}{_z(r, n)}" for n in names) + " |" for r in rows] + [""]
+                  markdown_table(["checkpoint", "strength", f"validation {METRIC}", *(f"{n} (z)" for n in names)],
+                                 [[r["checkpoint"], f"{r['strength']:g}", f"{r[METRIC]:.4f}",
+                                   *(f"{r['by_signal'][n]:.4f}{_z(r, n)}" for n in names)] for r in rows]), ""]
     return lines
 
 

@@ -13,16 +13,12 @@ one, and leaves any other path to ``embtune.data.as_pairs_data``.
 from __future__ import annotations
 
 import json
-import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from embtune.errors import ConfigError
-
-logger = logging.getLogger("embtune")
-
 
 DTYPES = ("auto", "bf16", "fp16", "fp32")
 
