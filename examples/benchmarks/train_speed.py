@@ -3,6 +3,11 @@
     python examples/benchmarks/train_speed.py                       # the README table (~30-60 min)
     python examples/benchmarks/train_speed.py --rows minilm         # MiniLM rows only
     python examples/benchmarks/train_speed.py --max-load 1.5 --json out.json
+    python examples/benchmarks/train_speed.py --device cuda --max-load 100   # GPU table (GPU_ROWS)
+
+``--device cuda`` runs ``GPU_ROWS`` instead: sentence-transformers + PEFT (bf16 autocast, SDPA, in
+this script: the shared baseline script is CPU-only) against embtune with its Triton kernels and with
+them off (``EMBTUNE_KERNELS=torch``), on the same pairs; matmul peaks and loss costs are measured on the GPU.
 
 What one run does:
 
@@ -87,6 +92,16 @@ ROWS = [
     ("qwen3-0.6b", "embtune QLoRA (nf4)", {"qlora": True}),
 ]
 
+# Rows of ``--device cuda``: kind "st-peft" is ST + PEFT on the GPU (bf16 autocast, SDPA attention);
+# "kernels": "torch" runs embtune with EMBTUNE_KERNELS=torch (PyTorch references instead of Triton).
+GPU_ROWS = [
+    (name, label, settings) for name in ("minilm", "bert-base") for label, settings in (
+        ("ST + PEFT, bf16 autocast, SDPA (reference)", {"kind": "st-peft"}),
+        ("embtune default (Triton kernels)", {}),
+        ("embtune default, kernels off (EMBTUNE_KERNELS=torch)", {"kernels": "torch"}),
+    )
+]
+
 
 # ----------------------------------------------------------------------------- data, models, FLOPs
 
@@ -159,8 +174,9 @@ def useful_flops(model, texts_tokens: list[int], r: int = 16) -> float:
     return float(linear + attention)
 
 
-def matmul_peaks(tokens: int = 8192, repeats: int = 5) -> dict[str, dict[str, float]]:
-    """GFLOP/s of ``F.linear`` on MiniLM's shapes per dtype: ``{"bf16": {"384x1536": ..., "peak": ...}}``."""
+def matmul_peaks(tokens: int = 8192, repeats: int = 5, device: str = "cpu") -> dict[str, dict[str, float]]:
+    """GFLOP/s of ``F.linear`` on MiniLM's shapes per dtype on ``device``:
+    ``{"bf16": {"384x1536": ..., "peak": ...}}``."""
     import torch
     import torch.nn.functional as F
 
@@ -168,8 +184,8 @@ def matmul_peaks(tokens: int = 8192, repeats: int = 5) -> dict[str, dict[str, fl
     for label, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
         rates = {}
         for fan_in, fan_out in ((384, 384), (384, 1536), (1536, 384)):
-            x = torch.randn(tokens, fan_in, dtype=dtype)
-            w = torch.randn(fan_out, fan_in, dtype=dtype)
+            x = torch.randn(tokens, fan_in, dtype=dtype, device=device)
+            w = torch.randn(fan_out, fan_in, dtype=dtype, device=device)
             F.linear(x, w)
             best = min(_timed(F.linear, x, w) for _ in range(repeats))
             rates[f"{fan_in}x{fan_out}"] = 2 * tokens * fan_in * fan_out / best / 1e9
@@ -178,11 +194,12 @@ def matmul_peaks(tokens: int = 8192, repeats: int = 5) -> dict[str, dict[str, fl
     return out
 
 
-def loss_costs(dim: int = 384, repeats: int = 20) -> dict[str, float]:
+def loss_costs(dim: int = 384, repeats: int = 20, device: str = "cpu") -> dict[str, float]:
     """Milliseconds of InfoNCE forward + backward on ``(B, dim)`` bf16 embeddings, two implementations.
 
     ``losses``: embtune.losses' ``infonce_from_embeddings`` (normalises, fp32 logits, cross-entropy);
     ``kernels``: ``embtune_kernels.info_nce`` (its torch reference on CPU) on normalised inputs.
+    On CUDA both run the Triton kernel; ``losses, torch`` is the first with ``use_backend("torch")``.
     """
     import embtune_kernels
     import torch
@@ -193,12 +210,19 @@ def loss_costs(dim: int = 384, repeats: int = 20) -> dict[str, float]:
         q, d = q0.detach().requires_grad_(), d0.detach().requires_grad_()
         fn(q, d).backward()
 
+    def torch_losses(q, d):
+        with embtune_kernels.use_backend("torch"):
+            return infonce_from_embeddings(q, d, 20.0)
+
     impls = {"losses": lambda q, d: infonce_from_embeddings(q, d, 20.0),
              "kernels": lambda q, d: embtune_kernels.info_nce(F.normalize(q.float(), dim=-1),
                                                               F.normalize(d.float(), dim=-1), 20.0)}
+    if device != "cpu":
+        impls["losses, torch"] = torch_losses
     out = {}
     for batch in (32, 1024):
-        q0, d0 = torch.randn(batch, dim, dtype=torch.bfloat16), torch.randn(batch, dim, dtype=torch.bfloat16)
+        q0 = torch.randn(batch, dim, dtype=torch.bfloat16, device=device)
+        d0 = torch.randn(batch, dim, dtype=torch.bfloat16, device=device)
         for name, fn in impls.items():
             step(fn, q0, d0)
             out[f"{name} B={batch}"] = 1000 * min(_timed(step, fn, q0, d0) for _ in range(repeats))
@@ -245,8 +269,13 @@ def profile_step(spec: dict, rows: int = 25) -> str:
 
 
 def _timed(fn, *args) -> float:
+    import torch
+
+    sync = torch.cuda.synchronize if torch.cuda.is_initialized() else (lambda: None)
+    sync()
     start = time.perf_counter()
     fn(*args)
+    sync()
     return time.perf_counter() - start
 
 
@@ -262,13 +291,15 @@ def worker(spec: dict) -> dict:
     torch.manual_seed(0)
     pairs = load_pairs(spec["pairs"])
     settings = spec["settings"]
-    model = _load_model(spec)
+    if settings.get("kernels"):
+        os.environ["EMBTUNE_KERNELS"] = settings["kernels"]
+    model = _st_peft_model(spec) if settings.get("kind") == "st-peft" else _load_model(spec)
     prompts = [role_prompt(model, QUERY), role_prompt(model, DOCUMENT)]  # as embtune.train embeds them
     texts = [model.tokenizer((prompt or "") + t)["input_ids"] for pair in pairs for prompt, t in zip(prompts, pair)]
     real_tokens = [min(len(ids), spec["max_len"]) for ids in texts]
     flops = useful_flops(model, real_tokens)
-    if settings.get("kind") == "st-trainer":
-        seconds, mean_loss, steps = _st_trainer(model, pairs, spec)
+    if settings.get("kind") in ("st-trainer", "st-peft"):
+        seconds, mean_loss, steps = _st_trainer(model, pairs, spec, bf16=settings.get("kind") == "st-peft")
     else:
         loss = (CachedInfoNCELoss(model, scale=20.0, mini_batch_size=8) if settings.get("loss") == "cached"
                 else InfoNCELoss(model, scale=20.0))
@@ -293,6 +324,7 @@ def _load_model(spec: dict):
     settings = spec["settings"]
     model = FastSentenceTransformer.from_pretrained(
         spec["folder"], max_seq_length=spec["max_len"], dtype=settings.get("dtype"),
+        device=spec.get("device"),
         load_in_4bit=settings.get("qlora", False), packing=settings.get("packing", True),
         attention=settings.get("attention", "bucket"))
     model = FastSentenceTransformer.get_peft_model(model, r=16, lora_alpha=32,
@@ -304,8 +336,23 @@ def _load_model(spec: dict):
     return model
 
 
-def _st_trainer(model, pairs, spec) -> tuple[float, float, int]:
-    """Train with ST's SentenceTransformerTrainer as the baseline script does; (seconds, mean loss, steps)."""
+def _st_peft_model(spec: dict):
+    """Plain sentence-transformers + PEFT LoRA as shared/bench/st_baseline.py builds it (r16, alpha 32,
+    query/key/value/dense), on ``spec["device"]`` with SDPA attention."""
+    from peft import LoraConfig, TaskType
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(spec["folder"], device=spec.get("device") or "cpu",
+                                model_kwargs={"attn_implementation": "sdpa"})
+    model.max_seq_length = spec["max_len"]
+    model.add_adapter(LoraConfig(task_type=TaskType.FEATURE_EXTRACTION, r=16, lora_alpha=32, lora_dropout=0.0,
+                                 target_modules=["query", "key", "value", "dense"]))
+    return model
+
+
+def _st_trainer(model, pairs, spec, bf16: bool = False) -> tuple[float, float, int]:
+    """Train with ST's SentenceTransformerTrainer as the baseline script does (on ``spec["device"]``,
+    bf16 autocast if ``bf16``); (seconds, mean loss, steps)."""
     from datasets import Dataset
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments, losses
 
@@ -313,7 +360,8 @@ def _st_trainer(model, pairs, spec) -> tuple[float, float, int]:
     with tempfile.TemporaryDirectory() as out:
         args = SentenceTransformerTrainingArguments(
             output_dir=out, per_device_train_batch_size=spec["batch"], num_train_epochs=1, learning_rate=2e-4,
-            use_cpu=True, report_to=[], save_strategy="no", logging_steps=1, dataloader_num_workers=0,
+            use_cpu=(spec.get("device") or "cpu") == "cpu", bf16=bf16, report_to=[], save_strategy="no",
+            logging_steps=1, dataloader_num_workers=0,
             disable_tqdm=True, seed=0)
         trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=data,
                                              loss=losses.MultipleNegativesRankingLoss(model))
@@ -357,7 +405,8 @@ def run_row(model_name: str, label: str, settings: dict, sizes: tuple[int, int, 
     if settings.get("kind") == "st":
         result = run_baseline_script(folder, pairs, batch, max_len, settings.get("bf16", False))
     else:
-        spec = {"folder": folder, "pairs": pairs, "batch": batch, "max_len": max_len, "settings": settings}
+        spec = {"folder": folder, "pairs": pairs, "batch": batch, "max_len": max_len, "settings": settings,
+                "device": args.device}
         proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True,
                               text=True, check=False)
         line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
@@ -415,6 +464,8 @@ def main() -> None:
     parser.add_argument("--wait-minutes", type=float, default=10.0, help="give up waiting for the load after this")
     parser.add_argument("--work-dir", default=os.path.join(tempfile.gettempdir(), "embtune-bench"))
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                        help="cuda: the GPU table (GPU_ROWS, see the module docstring) instead of the CPU one")
     parser.add_argument("--profile", action="store_true",
                         help="also print torch.profiler tables of one MiniLM step (default and exact-LoRA rows)")
     parser.add_argument("--profile-worker", help=argparse.SUPPRESS)
@@ -430,6 +481,8 @@ def main() -> None:
 
     import torch
 
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("train_speed.py --device cuda: CUDA is not available on this machine")
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     with open("/proc/cpuinfo", encoding="utf-8") as fh:
@@ -437,14 +490,17 @@ def main() -> None:
     print(f"machine: {cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
           f"{platform.python_version()}; load average at start {os.getloadavg()}", flush=True)
     wait_for_load(args.max_load, args.wait_minutes)
-    peaks = matmul_peaks()
+    if args.device == "cuda":
+        print(f"GPU: {torch.cuda.get_device_name(0)}", flush=True)
+    peaks = matmul_peaks(device=args.device)
     print(f"matmul GFLOP/s: {json.dumps({k: {s: round(v) for s, v in d.items()} for k, d in peaks.items()})}",
           flush=True)
-    print(f"InfoNCE fwd+bwd ms: {json.dumps({k: round(v, 2) for k, v in loss_costs().items()})}", flush=True)
+    costs = loss_costs(device=args.device)
+    print(f"InfoNCE fwd+bwd ms: {json.dumps({k: round(v, 2) for k, v in costs.items()})}", flush=True)
     chosen = [m.strip() for m in args.rows.split(",") if m.strip()]
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     results = []
-    for model_name, label, settings in ROWS:
+    for model_name, label, settings in (GPU_ROWS if args.device == "cuda" else ROWS):
         if model_name not in chosen or (only and not any(s in label for s in only)):
             continue
         sizes = MODELS[model_name] or (args.pairs, args.batch_size, args.max_len)

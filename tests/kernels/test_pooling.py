@@ -90,3 +90,56 @@ def test_gpu_realistic_shape(mode):
     seqlens = [int(n) for n in torch.randint(1, 512, (64,), generator=torch.Generator().manual_seed(3))]
     inputs = _inputs(seqlens, 0, 1024, mode, True, dtype=torch.bfloat16, seed=12)
     check_triton_vs_reference(ek.pool, inputs, ["hidden"], torch.bfloat16)
+
+
+# ---------------------------------------------------------------- pool_spans (row runs with gaps)
+# (per-sequence (first row, length) inside its own padded block of L rows, L, hidden): right, left and
+# full rows, like a padded [B, L, H] batch seen as [B * L, H]
+SPAN_CASES = [([(0, 3), (4, 5), (0, 9), (8, 1)], 9, 48), ([(0, 1), (2, 5)], 7, 100)]
+
+
+def _span_inputs(spans, width, h, mode, normalize, dtype=torch.float32, seed=0):
+    starts = torch.tensor([b * width + first for b, (first, _) in enumerate(spans)], device=DEVICE)
+    ends = starts + torch.tensor([n for _, n in spans], device=DEVICE)
+    hidden = randn(len(spans) * width, h, seed=seed, dtype=dtype) + 0.3
+    return dict(hidden=hidden, starts=starts, ends=ends, mode=mode, normalize=normalize)
+
+
+def _naive_spans_fp64(hidden, starts, ends, mode, normalize):
+    cu_rows = []
+    for start, end in zip(starts.tolist(), ends.tolist()):
+        cu_rows.append(_naive_fp64(hidden[start:end], torch.tensor([0, end - start]), mode, normalize))
+    return torch.cat(cu_rows)
+
+
+@pytest.mark.parametrize("normalize", [False, True], ids=["raw", "l2"])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("case", SPAN_CASES)
+def test_spans_reference_matches_fp64_naive(case, mode, normalize):
+    inputs = _span_inputs(*case, mode, normalize)
+    with use_backend("torch"):
+        outs, grads = forward_backward(ek.pool_spans, inputs, ["hidden"], seed=4)
+    as64 = {**inputs, "hidden": inputs["hidden"].double()}
+    ref_outs, ref_grads = forward_backward(_naive_spans_fp64, as64, ["hidden"], seed=4)
+    assert_close(outs[0], ref_outs[0], "reference_vs_fp64", torch.float32, "pooled")
+    assert_close(grads["hidden"], ref_grads["hidden"], "reference_vs_fp64", torch.float32, "grad[hidden]")
+
+
+def test_spans_rows_outside_every_run_get_no_gradient():
+    inputs = _span_inputs(*SPAN_CASES[0], "mean", False)
+    with use_backend("torch"):
+        _, grads = forward_backward(ek.pool_spans, inputs, ["hidden"], seed=4)
+    inside = torch.zeros(grads["hidden"].shape[0], dtype=torch.bool)
+    for start, end in zip(inputs["starts"].tolist(), inputs["ends"].tolist()):
+        inside[start:end] = True
+    assert grads["hidden"][~inside.to(DEVICE)].abs().max() == 0
+    assert (grads["hidden"][inside.to(DEVICE)].abs().sum(1) > 0).all()
+
+
+@pytest.mark.usefixtures("needs_triton")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("case", SPAN_CASES)
+def test_spans_triton_matches_reference(case, mode, dtype):
+    inputs = _span_inputs(*case, mode, mode == "mean", dtype=dtype, seed=8)
+    check_triton_vs_reference(ek.pool_spans, inputs, ["hidden"], dtype, seed=6)

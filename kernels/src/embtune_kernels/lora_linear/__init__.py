@@ -1,7 +1,9 @@
 """LoRA linear on a packed token stream: ``y = x @ W^T + bias + scaling * (x @ A^T) @ B^T``.
 
 Public: :func:`lora_linear` (dense frozen W, fp32/bf16/fp16) and :func:`lora_linear_nf4` (W as a
-bitsandbytes NF4 weight, wrapped in :class:`NF4Weight`). Both go through ``embtune_kernels.dispatch``.
+bitsandbytes NF4 weight, wrapped in :class:`NF4Weight`), both through ``embtune_kernels.dispatch``;
+:func:`lora_linear_exact` (PEFT's fp32-adapter rounding, PyTorch only). All three run the one autograd
+Function :class:`.function.LoRALinearFunction`, each with its backend's arithmetic.
 """
 
 from __future__ import annotations
@@ -9,9 +11,10 @@ from __future__ import annotations
 import torch
 
 from .. import dispatch
+from .exact import lora_linear_exact
 from .nf4 import NF4Weight, dequantize_nf4
 
-__all__ = ["NF4Weight", "dequantize_nf4", "lora_linear", "lora_linear_nf4"]
+__all__ = ["NF4Weight", "dequantize_nf4", "lora_linear", "lora_linear_exact", "lora_linear_nf4"]
 
 
 def lora_linear(

@@ -24,6 +24,7 @@ import triton
 import triton.language as tl
 
 from .._util import block_size
+from .function import apply
 from .nf4 import NF4Weight, nf4_code
 
 INTERPRETED = bool(triton.knobs.runtime.interpret)  # kernels below were built for the CPU interpreter
@@ -193,52 +194,37 @@ def lora_linear_backward(dy, x, weight, lora_a, lora_b, xa, scaling, needs):
     return dx, da, db, dbias
 
 
-class LoRALinearFunction(torch.autograd.Function):
-    """Autograd for ``y = x W^T + b + s (x A^T) B^T`` with W frozen (dense or NF4).
+class _TritonOps:
+    """The fused-kernel arithmetic for :class:`..function.LoRALinearFunction`.
 
-    Derivation, with ``G = dL/dy [T, out]`` and the saved ``u = x A^T [T, r]`` (fp32):
-
-    * ``dL/dB = s G^T u``                    ([out, T] @ [T, r])
-    * ``du    = s G B``                      ([T, out] @ [out, r]), shared by the next two
-    * ``dL/dA = du^T x``                     ([r, T] @ [T, in])
-    * ``dL/dx = G W + du A``                 (one kernel: K loop over W, low-rank epilogue)
-    * ``dL/db = sum_t G``;  ``dL/dW`` is not computed (W is frozen).
-
-    Saved: x (2-D, contiguous), A, B, u and W (or the NF4 operand). No ``T x out`` intermediate is kept.
+    Forward: ``u = x A^T`` (fp32, saved) and ``y = x W^T + b + s u B^T`` (one kernel, low-rank epilogue).
+    Backward, with ``G = dL/dy``: ``du = s G B`` (shared), ``dL/dx = G W + du A`` (one kernel),
+    ``dL/dA = du^T x``, ``dL/dB = s G^T u``, ``dL/db = sum_t G`` (fp32). Saved: x (2-D, contiguous),
+    A, B, u and W (or the NF4 operand, kept outside the saved tensors). No ``T x out`` intermediate is kept.
     """
 
-    @staticmethod
-    def forward(ctx, x, weight, lora_a, lora_b, bias, scaling, nf4):
-        lead = x.shape[:-1]
-        x2 = x.reshape(-1, x.shape[-1]).contiguous()
-        base = nf4 if nf4 is not None else weight.detach()
-        y, xa = lora_linear_forward(x2, base, lora_a, lora_b, bias, scaling)
-        ctx.save_for_backward(x2, lora_a, lora_b, xa, None if nf4 is not None else base)
-        ctx.nf4, ctx.scaling, ctx.lead = nf4, scaling, lead
-        ctx.bias_dtype = None if bias is None else bias.dtype
-        return y.reshape(*lead, y.shape[-1])
+    contiguous_input = True
 
     @staticmethod
-    def backward(ctx, dy):
-        x2, lora_a, lora_b, xa, weight = ctx.saved_tensors
-        base = ctx.nf4 if ctx.nf4 is not None else weight
-        need = ctx.needs_input_grad
-        dy2 = dy.reshape(-1, dy.shape[-1])
-        dx, da, db, dbias = lora_linear_backward(
-            dy2, x2, base, lora_a, lora_b, xa, ctx.scaling, (need[0], need[2], need[3], need[4])
-        )
-        if dx is not None:
-            dx = dx.reshape(*ctx.lead, dx.shape[-1])
-        if dbias is not None:
-            dbias = dbias.to(ctx.bias_dtype)
-        return dx, None, da, db, dbias, None, None
+    def forward(x2, weight, lora_a, lora_b, bias, scaling):
+        """x2 ``[T, in]`` contiguous -> (y2, xa fp32, A, B, W or None for an NF4 operand)."""
+        y, xa = lora_linear_forward(x2, weight, lora_a, lora_b, bias, scaling)
+        return y, xa, lora_a, lora_b, None if isinstance(weight, _NF4Operand) else weight
+
+    @staticmethod
+    def backward(g2, x2, weight, lora_a, lora_b, xa, scaling, needs):
+        """g2 ``[T, out]`` -> (dx2, dA, dB, dbias fp32); entries not in ``needs`` are None."""
+        return lora_linear_backward(g2, x2, weight, lora_a, lora_b, xa, scaling, needs)
+
+
+TRITON_OPS = _TritonOps()
 
 
 def lora_linear(x, weight, lora_a, lora_b, bias=None, scaling=1.0):
     """Triton twin of :func:`..reference.lora_linear` (same arguments and result)."""
-    return LoRALinearFunction.apply(x, weight, lora_a, lora_b, bias, float(scaling), None)
+    return apply(x, weight.detach(), lora_a, lora_b, bias, scaling, TRITON_OPS)
 
 
 def lora_linear_nf4(x, weight: NF4Weight, lora_a, lora_b, bias=None, scaling=1.0):
     """Triton twin of :func:`..reference.lora_linear_nf4`: the NF4 nibbles are decoded inside the GEMM."""
-    return LoRALinearFunction.apply(x, None, lora_a, lora_b, bias, float(scaling), _NF4Operand.of(weight))
+    return apply(x, _NF4Operand.of(weight), lora_a, lora_b, bias, scaling, TRITON_OPS)

@@ -1,5 +1,8 @@
 """Packed-sequence pooling (+ optional L2 normalisation) in Triton.
 
+Sequence ``b`` is rows ``starts[b]:ends[b]`` of ``hidden``; packed input passes ``cu[:-1]``, ``cu[1:]``,
+a padded ``[B, L, H]`` batch viewed as ``[B * L, H]`` passes each row's run of real tokens.
+
 Forward: ``_pool_fwd_kernel`` on a (sequence, H-chunk) grid reads only the rows it needs (a mean
 loops over the sequence in ``BLOCK_T``-row tiles) and writes fp32 ``p [B, H]``; if normalising,
 ``_l2norm_fwd_kernel`` (one program per sequence, whole row) writes ``y = p / max(||p||, eps)``.
@@ -29,14 +32,14 @@ def _add(a, b):
 
 
 @triton.jit
-def _pool_fwd_kernel(h_ptr, cu_ptr, p_ptr, H, stride_h, MODE: tl.constexpr,
+def _pool_fwd_kernel(h_ptr, start_ptr, end_ptr, p_ptr, H, stride_h, MODE: tl.constexpr,
                      BLOCK_T: tl.constexpr, BLOCK_H: tl.constexpr):  # fmt: skip
-    """p[b, cols] = mean / first / last of rows cu[b]:cu[b+1] of h (fp32)."""
+    """p[b, cols] = mean / first / last of rows starts[b]:ends[b] of h (fp32)."""
     b = tl.program_id(0)
     cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
     ok = cols < H
-    start = tl.load(cu_ptr + b).to(tl.int64)
-    end = tl.load(cu_ptr + b + 1).to(tl.int64)
+    start = tl.load(start_ptr + b).to(tl.int64)
+    end = tl.load(end_ptr + b).to(tl.int64)
     if MODE == 0:
         acc = tl.full((BLOCK_T, BLOCK_H), 0.0, tl.float32)
         for t0 in range(start, end, BLOCK_T):
@@ -52,14 +55,14 @@ def _pool_fwd_kernel(h_ptr, cu_ptr, p_ptr, H, stride_h, MODE: tl.constexpr,
 
 
 @triton.jit
-def _pool_bwd_kernel(dp_ptr, cu_ptr, dh_ptr, H, stride_dh, MODE: tl.constexpr,
+def _pool_bwd_kernel(dp_ptr, start_ptr, end_ptr, dh_ptr, H, stride_dh, MODE: tl.constexpr,
                      BLOCK_T: tl.constexpr, BLOCK_H: tl.constexpr):  # fmt: skip
     """dh[rows of b, cols] = dp[b, cols] / len (mean), or dp into the first / last row (cls / last)."""
     b = tl.program_id(0)
     cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
     ok = cols < H
-    start = tl.load(cu_ptr + b).to(tl.int64)
-    end = tl.load(cu_ptr + b + 1).to(tl.int64)
+    start = tl.load(start_ptr + b).to(tl.int64)
+    end = tl.load(end_ptr + b).to(tl.int64)
     dp = tl.load(dp_ptr + b * H + cols, mask=ok, other=0.0)
     out_ty = dh_ptr.dtype.element_ty
     if MODE == 0:
@@ -110,13 +113,14 @@ def _grid_h(n_seq: int, hdim: int) -> tuple[tuple[int, int], int, int]:
     return (n_seq, triton.cdiv(hdim, bh)), bt, bh
 
 
-def pool_forward(hidden, cu, mode, normalize, eps):
-    """hidden ``[T, H]`` (unit column stride), cu ``[B+1]`` -> (y ``[B, H]`` in hidden.dtype, p fp32,
-    norm fp32 or None)."""
-    n_seq, hdim = cu.numel() - 1, hidden.shape[1]
+def pool_forward(hidden, starts, ends, mode, normalize, eps):
+    """hidden ``[R, H]`` (unit column stride), starts/ends ``[B]`` -> (y ``[B, H]`` in hidden.dtype,
+    p fp32, norm fp32 or None)."""
+    n_seq, hdim = starts.numel(), hidden.shape[1]
     p = torch.empty(n_seq, hdim, device=hidden.device, dtype=torch.float32)
     grid, bt, bh = _grid_h(n_seq, hdim)
-    _pool_fwd_kernel[grid](hidden, cu, p, hdim, hidden.stride(0), MODE=MODES[mode], BLOCK_T=bt, BLOCK_H=bh)
+    _pool_fwd_kernel[grid](hidden, starts, ends, p, hdim, hidden.stride(0), MODE=MODES[mode], BLOCK_T=bt,
+                           BLOCK_H=bh)  # fmt: skip
     if not normalize:
         return p.to(hidden.dtype), p, None
     y = torch.empty(n_seq, hdim, device=hidden.device, dtype=hidden.dtype)
@@ -125,8 +129,8 @@ def pool_forward(hidden, cu, mode, normalize, eps):
     return y, p, norm
 
 
-def pool_backward(dy, cu, p, norm, n_tokens, mode, eps, dtype):
-    """dy ``[B, H]`` -> dhidden ``[n_tokens, H]`` in ``dtype`` (rows outside every sequence get zeros)."""
+def pool_backward(dy, starts, ends, p, norm, n_rows, mode, eps, dtype):
+    """dy ``[B, H]`` -> dhidden ``[n_rows, H]`` in ``dtype`` (rows outside every sequence get zeros)."""
     n_seq, hdim = p.shape
     if norm is not None:
         dp = torch.empty_like(p)
@@ -134,37 +138,42 @@ def pool_backward(dy, cu, p, norm, n_tokens, mode, eps, dtype):
         _l2norm_bwd_kernel[(n_seq,)](p, norm, dy, dp, hdim, dy.stride(0), float(eps), BLOCK_H=block)
     else:
         dp = dy.float().contiguous()
-    dh = torch.zeros(n_tokens, hdim, device=p.device, dtype=dtype)
+    dh = torch.zeros(n_rows, hdim, device=p.device, dtype=dtype)
     grid, bt, bh = _grid_h(n_seq, hdim)
-    _pool_bwd_kernel[grid](dp, cu, dh, hdim, dh.stride(0), MODE=MODES[mode], BLOCK_T=bt, BLOCK_H=bh)
+    _pool_bwd_kernel[grid](dp, starts, ends, dh, hdim, dh.stride(0), MODE=MODES[mode], BLOCK_T=bt, BLOCK_H=bh)
     return dh
 
 
 class PoolFunction(torch.autograd.Function):
-    """Autograd for ``y_b = normalize(pool_b(h))``.
+    """Autograd for ``y_b = normalize(pool_b(h))``, sequence ``b`` being rows ``starts[b]:ends[b]``.
 
     Derivation: pooling is linear, so ``dh_t = dp_b / len_b`` for every row ``t`` of sequence ``b``
-    (mean), ``dh = dp_b`` at row ``cu[b]`` (cls) or ``cu[b+1] - 1`` (last), zero elsewhere. With
+    (mean), ``dh = dp_b`` at row ``starts[b]`` (cls) or ``ends[b] - 1`` (last), zero elsewhere. With
     ``y = p / n``, ``n = ||p||``: ``dy/dp = (I - y y^T) / n``, so ``dp = (dy - y (y . dy)) / n``; where
     ``n <= eps`` the denominator is the constant eps and ``dp = dy / eps``.
     Saved: fp32 ``p [B, H]`` and ``||p|| [B]`` (never the token-sized input).
     """
 
     @staticmethod
-    def forward(ctx, hidden, cu_seqlens, mode, normalize, eps):
+    def forward(ctx, hidden, starts, ends, mode, normalize, eps):
         hidden2 = hidden if hidden.stride(1) == 1 else hidden.contiguous()
-        y, p, norm = pool_forward(hidden2, cu_seqlens, mode, normalize, eps)
-        ctx.save_for_backward(cu_seqlens, p, norm)
-        ctx.mode, ctx.eps, ctx.n_tokens, ctx.dtype = mode, eps, hidden.shape[0], hidden.dtype
+        y, p, norm = pool_forward(hidden2, starts, ends, mode, normalize, eps)
+        ctx.save_for_backward(starts, ends, p, norm)
+        ctx.mode, ctx.eps, ctx.n_rows, ctx.dtype = mode, eps, hidden.shape[0], hidden.dtype
         return y
 
     @staticmethod
     def backward(ctx, dy):
-        cu, p, norm = ctx.saved_tensors
-        dh = pool_backward(dy.contiguous(), cu, p, norm, ctx.n_tokens, ctx.mode, ctx.eps, ctx.dtype)
-        return dh, None, None, None, None
+        starts, ends, p, norm = ctx.saved_tensors
+        dh = pool_backward(dy.contiguous(), starts, ends, p, norm, ctx.n_rows, ctx.mode, ctx.eps, ctx.dtype)
+        return dh, None, None, None, None, None
 
 
 def pool(hidden, cu_seqlens, mode="mean", normalize=False, eps=1e-12):
     """Triton twin of :func:`..reference.pool` (same arguments and result)."""
-    return PoolFunction.apply(hidden, cu_seqlens, mode, bool(normalize), float(eps))
+    return PoolFunction.apply(hidden, cu_seqlens[:-1], cu_seqlens[1:], mode, bool(normalize), float(eps))
+
+
+def pool_spans(hidden, starts, ends, mode="mean", normalize=False, eps=1e-12):
+    """Triton twin of :func:`..reference.pool_spans` (same arguments and result)."""
+    return PoolFunction.apply(hidden, starts, ends, mode, bool(normalize), float(eps))

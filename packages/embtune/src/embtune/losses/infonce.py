@@ -1,8 +1,11 @@
 """InfoNCE with in-batch negatives and optional hard negatives (a.k.a. MultipleNegativesRankingLoss).
 
 The math lives in the pure function :func:`infonce_from_embeddings`, which only sees embedding
-tensors, so that a fused kernel can replace it without touching the loss classes. Under multi-process
-training the loss gathers every process's embeddings first (see :mod:`embtune.losses.distributed`)
+tensors, so that a fused kernel can replace it without touching the loss classes: on CUDA (kernel
+dispatch "auto", see ``embtune_kernels.dispatch``) the full-batch loss runs ``embtune_kernels.info_nce``
+(online softmax, the ``B x N`` logits are never stored) on the normalised fp32 embeddings; on CPU, for
+row chunks (``rows``) and under ``EMBTUNE_KERNELS=torch`` it is the PyTorch code below. Under multi-process
+training the loss gathers every process's embeddings first (see :mod:`embtune.losses.gather`)
 and :func:`gathered_infonce` computes this process's rows against the global batch.
 """
 from __future__ import annotations
@@ -10,13 +13,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import embtune_kernels
 import torch
 import torch.nn.functional as F
+from embtune_kernels import dispatch
 from torch import Tensor, nn
 
 from embtune.errors import ConfigError
 from embtune.losses._common import check_columns, embed_columns, upcast
-from embtune.losses.distributed import GatheredBatch, gather_columns, gathering_active
+from embtune.losses.gather import GatheredBatch, gather_columns, gathering_active
 
 
 def infonce_from_embeddings(
@@ -50,7 +55,12 @@ def infonce_from_embeddings(
     Returns:
         A scalar: the sum of the selected row losses divided by ``B``. Summing the results over
         chunks that cover ``0..B`` gives the batch mean, i.e. the full loss.
+
+    Backend: the Triton kernel ``embtune_kernels.info_nce`` when :func:`uses_infonce_kernel` says so
+    (CUDA tensors, all rows); otherwise the PyTorch code.
     """
+    if uses_infonce_kernel(anchors, candidates, rows):
+        return _kernel_infonce(anchors, candidates, scale, symmetric)
     anchors = upcast(anchors)
     candidates = upcast(candidates)
     batch_size = anchors.shape[0]
@@ -71,12 +81,42 @@ def infonce_from_embeddings(
     return row_losses.sum() / batch_size
 
 
+def uses_infonce_kernel(anchors: Tensor, candidates: Tensor, rows: tuple[int, int] | None = None) -> bool:
+    """Whether :func:`infonce_from_embeddings` runs the ``embtune_kernels.info_nce`` kernel for these inputs.
+
+    In: the function's ``anchors (B, d)``, ``candidates (N, d)`` and ``rows``. Out: True when all rows are
+    asked for (the kernel has no row range), the shapes are the kernel's (``1 <= B <= N``, same ``d``)
+    and the kernel dispatcher picks Triton for the tensors (mode "auto": both on CUDA; "torch": never;
+    "triton": always, or an error saying why it cannot run). False means the PyTorch code runs.
+    """
+    if rows is not None or anchors.dim() != 2 or candidates.dim() != 2:
+        return False
+    if anchors.shape[1] != candidates.shape[1]:
+        return False
+    if not 1 <= anchors.shape[0] <= candidates.shape[0]:
+        return False
+    return dispatch.choose(anchors, candidates) == "triton"
+
+
+def _kernel_infonce(anchors: Tensor, candidates: Tensor, scale: float, symmetric: bool) -> Tensor:
+    """The full-batch loss of :func:`infonce_from_embeddings` through the Triton kernel: rows L2-normalised
+    in (at least) fp32 by PyTorch, then ``embtune_kernels.info_nce`` (same symmetric definition: the
+    positive -> anchors direction uses the ``B`` positives against the ``B`` anchors). Out: fp32 scalar."""
+    if candidates.shape[0] % anchors.shape[0]:
+        raise ValueError(
+            f"candidates has {candidates.shape[0]} rows, not a multiple of the {anchors.shape[0]} anchors."
+        )
+    anchors_n = F.normalize(upcast(anchors), p=2, dim=1)
+    candidates_n = F.normalize(upcast(candidates), p=2, dim=1)
+    return embtune_kernels.info_nce(anchors_n, candidates_n, scale=scale, symmetric=symmetric)
+
+
 def gathered_infonce(
     batch: GatheredBatch, scale: float = 20.0, symmetric: bool = False, rows: tuple[int, int] | None = None
 ) -> Tensor:
     """InfoNCE of this process's anchors against the gathered global batch: its share, scaled for averaging.
 
-    In: ``batch`` from :func:`~embtune.losses.distributed.gather_columns` (``[anchors, positives,
+    In: ``batch`` from :func:`~embtune.losses.gather.gather_columns` (``[anchors, positives,
     negatives...]`` of every process); ``scale`` and ``symmetric`` as in
     :func:`infonce_from_embeddings`; ``rows``: ``(begin, end)`` among this process's rows (for
     chunking), None for all of them. The targets are this process's global row indices (its offset
@@ -126,7 +166,7 @@ class InfoNCELoss(nn.Module):
     sees the whole global batch as negatives; the loss returned is this process's share (the mean
     over its anchors when every process has as many), and the mean over processes of the loss and of
     the parameter gradients equals the single-process loss and gradient on the concatenated batch
-    (:mod:`embtune.losses.distributed`).
+    (:mod:`embtune.losses.gather`).
     """
 
     needs_labels: bool = False

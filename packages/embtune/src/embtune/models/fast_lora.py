@@ -17,8 +17,11 @@ function. ``compute`` picks its arithmetic:
   but rounded to bf16 (outputs differ from PEFT's in ~1-2 % of elements by one bf16 ulp, adapter
   gradients by ~3e-3 relative). SciFact quality after one epoch: README, Speed.
 * ``"exact"``: PEFT's arithmetic, fp32 adapter branch on the low-precision base, with fewer
-  passes (the scaled low-rank product is added by one ``addmm`` into the upcast base output, and
-  the backward is written out by hand). Outputs and gradients are bit-identical to PEFT's.
+  passes (``embtune_kernels.lora_linear_exact``: the scaled low-rank product is added by one ``addmm``
+  into the upcast base output, and the backward is written out by hand). Outputs and gradients are
+  bit-identical to PEFT's.
+
+Every mode's autograd node is the one ``embtune_kernels.lora_linear`` Function; this module defines none.
 * ``"peft"``: PEFT's own forward.
 
 Every other case (several adapters, dropout > 0, merged weights, ``adapter_names``) runs PEFT's
@@ -29,39 +32,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from peft.tuners.lora.layer import Linear as PeftLoraLinear
 
 from embtune.choices import LORA_COMPUTE_MODES as COMPUTE_MODES
-
-
-class _ExactLoraLinear(torch.autograd.Function):
-    """``y = cast(base(x).to(fp32) + scaling * (x.to(fp32) @ A^T) @ B^T)``, PEFT's arithmetic."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, lora_a, lora_b, scaling):
-        base = F.linear(x, weight, bias)
-        x2 = x.reshape(-1, x.shape[-1])
-        xa = x2.to(lora_a.dtype) @ lora_a.t()
-        out = torch.addmm(base.reshape(-1, base.shape[-1]).to(lora_a.dtype), xa, lora_b.t(), alpha=scaling)
-        ctx.save_for_backward(x, weight, lora_a, lora_b, xa)
-        ctx.scaling = scaling
-        return out.to(base.dtype).view(base.shape)
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, weight, lora_a, lora_b, xa = ctx.saved_tensors
-        grad2 = grad.reshape(-1, grad.shape[-1])
-        # PEFT's autograd: d(lora_out) = scaling * grad in fp32, then the two adapter matmuls.
-        grad_lora = grad2.to(lora_a.dtype) * ctx.scaling
-        grad_xa = grad_lora @ lora_b
-        grad_b = grad_lora.t() @ xa
-        grad_a = grad_xa.t() @ x.reshape(-1, x.shape[-1]).to(lora_a.dtype)
-        grad_x = None
-        if ctx.needs_input_grad[0]:
-            grad_x = (grad2 @ weight.to(grad.dtype)) + (grad_xa @ lora_a).to(grad.dtype)
-            grad_x = grad_x.view(x.shape)
-        return grad_x, None, None, grad_a, grad_b, None
 
 
 def plain_adapter(layer: Any, kwargs: dict[str, Any]) -> str | None:
@@ -106,13 +79,13 @@ class FastLoraLinear(PeftLoraLinear):
         if case is None:
             return super().forward(x, *args, **kwargs)
         weight, bias, lora_a, lora_b, scaling = case
-        if self.embtune_compute == "bf16":
-            import embtune_kernels
+        import embtune_kernels
 
+        if self.embtune_compute == "bf16":
             return embtune_kernels.lora_linear(x, weight, lora_a, lora_b, bias, scaling)
         if lora_a.dtype == x.dtype:  # nothing to save over PEFT when the whole layer is one dtype
             return super().forward(x, *args, **kwargs)
-        return _ExactLoraLinear.apply(x, weight, bias, lora_a, lora_b, scaling)
+        return embtune_kernels.lora_linear_exact(x, weight, lora_a, lora_b, bias, scaling)
 
 
 def use_fast_lora(lora_config: Any) -> Any:

@@ -167,14 +167,18 @@ class FastSentenceTransformer(SentenceTransformer):
         return getattr(self, "_embtune_family", None)
 
     def _install_fast_transformer(self, packing: bool, attention: str) -> None:
-        """Swap ST's Transformer (first module) for a `FastTransformer` sharing its model and tokenizer."""
+        """Swap ST's Transformer (first module) for a `FastTransformer` sharing its model and tokenizer,
+        and ST's Pooling for `embtune.models.pooling.FastPooling` (the pooling kernel on CUDA)."""
         from sentence_transformers.sentence_transformer.modules import Transformer
+
+        from embtune.models.pooling import use_fast_pooling
 
         name, first = next(iter(self._modules.items()))
         if isinstance(first, FastTransformer):
             first.set_packing(packing, attention)
         elif isinstance(first, Transformer):
             self._modules[name] = FastTransformer.from_transformer(first, packing=packing, attention=attention)
+        use_fast_pooling(self)
 
     @property
     def hf_model(self) -> torch.nn.Module:
@@ -290,7 +294,7 @@ class FastSentenceTransformer(SentenceTransformer):
 
         ``path`` is a ``*.gguf`` file or a folder (file ``model-{quantization}.gguf``); an Ollama
         ``Modelfile`` is written beside it. ``quantization``: "f32", "f16", "bf16" or "q8_0".
-        The merged model is saved to a temporary folder and exported from there (`embtune.export`).
+        The merged model is saved to a temporary folder and exported from there (`embtune.export.formats`).
         """
         return self._export_merged("gguf", path, quantization)
 
@@ -303,14 +307,18 @@ class FastSentenceTransformer(SentenceTransformer):
         return self._export_merged("onnx", folder)
 
     def _export_merged(self, fmt: str, out: str | os.PathLike, quantization: str | None = None) -> Path:
-        """Save the merged model to a temporary folder and run the ``fmt`` exporter on it."""
-        from embtune.export.api import check_request, export_model
+        """Save the merged model to a temporary folder and run the ``fmt`` writer on it; returns the path written.
+
+        The writers read a folder and never this class (`embtune.export.formats`), so this import
+        makes no circle.
+        """
+        from embtune.export.formats import check_request, export_merged_folder
 
         quantization = check_request(fmt, out, quantization)
         with tempfile.TemporaryDirectory(prefix="embtune-export-") as tmp:
             merged = os.path.join(tmp, "merged")
             self.save_pretrained_merged(merged, create_model_card=False)
-            return export_model(merged, fmt, out, quantization)
+            return export_merged_folder(merged, fmt, out, quantization)
 
     def push_to_hub(self, repo_id: str, token: str | None = None, *args: Any, **kwargs: Any) -> str:
         """sentence-transformers' upload (the adapter only when one is attached); returns the commit URL.
@@ -336,15 +344,19 @@ class FastSentenceTransformer(SentenceTransformer):
 
 
 def _name_st_transformer(modules_json: str) -> None:
-    """Rewrite FastTransformer entries of a saved modules.json to ST's own Transformer type."""
+    """Rewrite the FastTransformer and FastPooling entries of a saved modules.json to ST's own
+    Transformer and Pooling types, so the folder loads without embtune."""
+    from embtune.models.pooling import ST_POOLING_TYPE, FastPooling
+
     if not os.path.isfile(modules_json):
         return
     with open(modules_json, encoding="utf-8") as fh:
         modules = json.load(fh)
-    fast_type = f"{FastTransformer.__module__}.{FastTransformer.__name__}"
+    plain = {f"{FastTransformer.__module__}.{FastTransformer.__name__}": ST_TRANSFORMER_TYPE,
+             f"{FastPooling.__module__}.{FastPooling.__name__}": ST_POOLING_TYPE}
     for entry in modules:
-        if entry.get("type") == fast_type:
-            entry["type"] = ST_TRANSFORMER_TYPE
+        if entry.get("type") in plain:
+            entry["type"] = plain[entry["type"]]
     with open(modules_json, "w", encoding="utf-8") as fh:
         json.dump(modules, fh, indent=2)
 

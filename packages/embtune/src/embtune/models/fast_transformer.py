@@ -13,6 +13,11 @@ settings), so everything that inspects ``model[0]`` keeps working. Its forward:
 3. scatters the outputs back to ``[B, L, H]`` ``token_embeddings`` next to the unchanged
    ``attention_mask``, so ST's Pooling/Normalize, losses and evaluators run unchanged.
 
+LayerNorm: `FastTransformer.from_transformer` swaps the model's ``nn.LayerNorm`` modules (instances only,
+no class is patched; same parameters and state-dict names) for `KernelLayerNorm`, which runs
+``embtune_kernels.layer_norm`` (Triton) where the kernel dispatcher picks Triton for the input (CUDA
+tensors in mode "auto") and is ``nn.LayerNorm``'s own forward everywhere else, CPU included.
+
 Inputs that do not fit (no mask, masks with holes, images, ``output_hidden_states``, architectures
 without attention-interface support such as MPNet) take ST's padded forward. A saved model names
 ST's own ``Transformer`` in modules.json (see `FastSentenceTransformer.save`), so folders load without
@@ -24,7 +29,9 @@ import inspect
 import logging
 from typing import Any
 
+import embtune_kernels
 import torch
+from embtune_kernels import dispatch
 from sentence_transformers.sentence_transformer.modules import Transformer
 
 from embtune.models import varlen_attention
@@ -43,6 +50,39 @@ varlen_attention.register()
 _PACKABLE_KEYS = frozenset({"input_ids", "attention_mask", "token_type_ids"})
 # Outputs that ST modules write into the features dict; a reused dict carries them (ignored here).
 _OUTPUT_KEYS = frozenset({"token_embeddings", "sentence_embedding", "all_layer_embeddings", "token_weights"})
+
+
+class KernelLayerNorm(torch.nn.LayerNorm):
+    """``nn.LayerNorm`` over the last dimension whose forward runs ``embtune_kernels.layer_norm`` when the
+    kernel dispatcher picks Triton for ``x`` and its parameters (and no autocast is active on x's device);
+    otherwise ``nn.LayerNorm.forward`` (the CPU path, unchanged)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """In: ``x [..., H]``. Out: ``LayerNorm(x)`` shaped like ``x`` (in x's dtype on the kernel path)."""
+        if (dispatch.choose(x, self.weight, self.bias) != "triton"
+                or torch.is_autocast_enabled(x.device.type) or x.dtype != self.weight.dtype):
+            return super().forward(x)
+        return embtune_kernels.layer_norm(x, self.weight, self.bias, eps=self.eps)[0]
+
+
+def use_kernel_layer_norm(model: torch.nn.Module, enabled: bool = True) -> int:
+    """Swap every plain affine 1-D ``nn.LayerNorm`` in ``model`` for `KernelLayerNorm` (``enabled=False``
+    swaps back). The new module shares the old one's parameters, buffers and hooks.
+
+    In: a module (changed in place). Out: how many modules were swapped.
+    """
+    source, target = torch.nn.LayerNorm, KernelLayerNorm
+    if not enabled:
+        source, target = target, source
+    count = 0
+    for parent in model.modules():
+        for name, child in list(parent.named_children()):
+            if type(child) is source and len(child.normalized_shape) == 1 and child.weight is not None:
+                swapped = target.__new__(target)
+                swapped.__dict__.update(child.__dict__)
+                setattr(parent, name, swapped)
+                count += 1
+    return count
 
 
 def packing_support(hf_model: torch.nn.Module) -> tuple[bool, str]:
@@ -105,7 +145,8 @@ class FastTransformer(Transformer):
 
         In: a loaded ST ``Transformer`` (not used afterwards: the new module shares its state),
         ``packing`` and ``attention`` as in the class docstring. Out: the new module, its model's
-        ``nn.Dropout`` modules swapped for `embtune.models.fast_dropout.FastDropout`. When packing
+        ``nn.Dropout`` modules swapped for `embtune.models.fast_dropout.FastDropout` and its
+        ``nn.LayerNorm`` modules for `KernelLayerNorm`. When packing
         is asked for but the architecture cannot be packed, a log line says why and the module runs
         ST's padded forward.
         """
@@ -114,6 +155,7 @@ class FastTransformer(Transformer):
         fast = cls.__new__(cls)
         fast.__dict__.update(transformer.__dict__)
         use_fast_dropout(fast.model)
+        use_kernel_layer_norm(fast.model)
         fast.set_packing(packing, attention)
         return fast
 
