@@ -88,7 +88,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from embtune import load_beir
-    from embtune.report import metrics_table
+    from embtune.tables import metrics_table
 
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     unknown = sorted(set(modes) - set(MODES))

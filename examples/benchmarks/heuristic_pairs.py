@@ -129,7 +129,7 @@ def main() -> None:
 
     from embtune import load_beir
     from embtune.pairs.heuristic import SIGNALS
-    from embtune.report import metrics_table
+    from embtune.tables import metrics_table
 
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     bad = sorted({s for c in configs for s in c.split("+")} - set(SIGNALS))

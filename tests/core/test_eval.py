@@ -342,6 +342,30 @@ def test_evaluate_retrieval_ignore_identical_ids_drops_the_query_itself():
     assert dropped["ndcg@3"] == 1.0
 
 
+class _Truncating(_WordCounts):
+    """_WordCounts that honours sentence-transformers' ``truncate_dim`` and records what it was given."""
+
+    def __init__(self):
+        self.seen = []
+
+    def _encode(self, texts, **kwargs):
+        self.seen.append(kwargs.get("truncate_dim", "absent"))
+        emb = super()._encode(texts)
+        return emb[:, : kwargs["truncate_dim"]] if "truncate_dim" in kwargs else emb
+
+    encode_query = encode_document = _encode
+
+
+def test_evaluate_retrieval_truncate_dim_ranks_on_the_first_dims():
+    # full size: "sun sun" is nearest; on the first 2 dims (cats, dogs) only "cats" shares a word
+    corpus, queries, qrels = {"a": "sun sun", "b": "cats"}, {"q": "cats sun sun"}, {"q": {"b": 1}}
+    full_model, cut_model = _Truncating(), _Truncating()
+    full = evaluate_retrieval(full_model, corpus, queries, qrels, ks=(1,), show_progress=False)
+    cut = evaluate_retrieval(cut_model, corpus, queries, qrels, ks=(1,), show_progress=False, truncate_dim=2)
+    assert full["recall@1"] == 0.0 and cut["recall@1"] == 1.0
+    assert full_model.seen == ["absent", "absent"] and cut_model.seen == [2, 2]
+
+
 def test_evaluate_retrieval_rejects_unknown_ids():
     class NeverCalled:
         def __getattr__(self, name):

@@ -169,6 +169,27 @@ def test_beir_folder_gives_one_document_per_corpus_line(tmp_path: Path) -> None:
         ("d1", "T1", "Body one.", "beir"), ("7", "", "Body seven.", "beir")]
 
 
+@pytest.mark.parametrize("line, message", [
+    ('{"_id": "d2", "title": "T"}', 'missing "text"'),
+    ('{"_id": "d2", "text": 42}', '"text" must be a string'),
+    ('{"_id": "", "text": "x"}', '"_id" is empty'),
+    ('{"_id": "d1", "text": "again"}', "duplicate document id 'd1'"),
+])
+def test_beir_corpus_lines_follow_the_one_reader(tmp_path: Path, line: str, message: str) -> None:
+    """Chunking (read_documents) and evaluation (load_beir) read corpus.jsonl with the same rules
+    (embtune.data.beir.iter_corpus): the same bad line is refused by both, naming the file and line 2."""
+    from embtune.data import load_beir
+
+    folder = tmp_path / "beir"
+    write(folder / "corpus.jsonl", '{"_id": "d1", "text": "Body one."}\n' + line + "\n")
+    write(folder / "queries.jsonl", '{"_id": "q", "text": "a question"}\n')
+    write(folder / "qrels" / "test.tsv", "q\td1\t1\n")
+    for read in (lambda: read_documents(folder, show_progress=False), lambda: load_beir(folder)):
+        with pytest.raises(DataFormatError) as info:
+            read()
+        assert f"{folder / 'corpus.jsonl'}:2:" in str(info.value) and message in str(info.value)
+
+
 def test_real_scifact_corpus() -> None:
     docs = read_documents(scifact_dir(), show_progress=False)
     assert len(docs) == 5183

@@ -1,4 +1,4 @@
-"""embtune_faiss: real FAISS indexes, the evaluation rows, BM25 hybrid, persistence and ``embtune eval``."""
+"""embtune_faiss: real FAISS indexes, the evaluation rows, BM25 hybrid, persistence and ``embtune-faiss eval``."""
 from __future__ import annotations
 
 import json
@@ -164,9 +164,12 @@ def test_hybrid_rows(tiny_st, eval_task):
 
 
 def test_eval_cli_json_and_table(tmp_path, tiny_folder):
+    """``embtune-faiss eval`` (this package's own command): rows per index x dims x method; its Flat
+    dense row equals the core ``embtune eval`` row (exact search) on the same folder."""
     from click.testing import CliRunner
 
-    from embtune.cli import main
+    from embtune.cli import main as core_main
+    from embtune_faiss.cli import main
 
     data = write_beir(tmp_path / "beir", scifact_slice(10, 40))
     runner = CliRunner()
@@ -180,8 +183,16 @@ def test_eval_cli_json_and_table(tmp_path, tiny_folder):
                             "recall_vs_exact@10"}
     assert [(r["index"], r["dims"], r["method"]) for r in rows[:4]] == [
         ("Flat", 64, "dense"), ("Flat", 64, "hybrid"), ("HNSW32", 64, "dense"), ("HNSW32", 64, "hybrid")]
+    core = runner.invoke(core_main, ["eval", tiny_folder, "--data", str(data), "--dims", "64,32", "--json"])
+    assert core.exit_code == 0, core.output
+    exact = {row["dims"]: row for row in json.loads(core.stdout)}
+    for row in rows:
+        if row["index"] == "Flat" and row["method"] == "dense":
+            for key in ("ndcg@10", "recall@10", "mrr@10", "map@100"):
+                assert row[key] == pytest.approx(exact[row["dims"]][key], abs=1e-5), (row["dims"], key)
     table = runner.invoke(main, ["eval", tiny_folder, "--data", str(data)])
     assert table.exit_code == 0, table.output
     assert "| Flat | 64 | dense |" in table.stdout
     bad = runner.invoke(main, ["eval", tiny_folder, "--data", str(data), "--dims", "64,999"])
     assert bad.exit_code == 2 and "dims must be integers in 1..64" in bad.output
+    assert bad.output.startswith("embtune: error: ")

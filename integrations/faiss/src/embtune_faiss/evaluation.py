@@ -188,7 +188,7 @@ def evaluate(model: ModelLike, corpus: Mapping[str, str], queries: Mapping[str, 
 
 def rows_table(rows: Sequence[Mapping[str, Any]], keys: Sequence[str] = TABLE_KEYS) -> str:
     """Markdown table of ``rows``: index, dims, method, the metric ``keys``, and index size in MB."""
-    from embtune.report import markdown_table
+    from embtune.tables import markdown_table
 
     body = [[str(row["index"]), str(row["dims"]), str(row["method"]),
              *(f"{row[k]:.4f}" if k in row else "—" for k in keys),

@@ -1,10 +1,10 @@
-"""``embtune eval [MODEL] --data BEIR_DIR``: retrieval metrics through FAISS indexes, one row per setting.
+"""``embtune eval [MODEL] --data BEIR_DIR``: retrieval metrics by exact search, one row per embedding size.
 
-The corpus and queries are encoded once; every ``--index`` (a FAISS factory string, repeatable),
-every ``--dims`` (Matryoshka truncation) and, with ``--hybrid``, BM25 + dense fusion gives a row.
-``--json`` prints ONE JSON list of rows ``{"index", "dims", "method", "ndcg@10", "recall@10",
-"mrr@10", "map@100", "recall_vs_exact@10"}``. Needs the embtune-faiss package (``pip install embtune-faiss``
-or ``'embtune[faiss]'``), imported only when the command runs: the core never imports an integration.
+The search is the core's own (`embtune.eval.evaluate_retrieval`: exact cosine search over the whole
+corpus, chunked in bounded memory). Every ``--dims`` (Matryoshka truncation) gives a row.
+``--json`` prints ONE JSON list of rows ``{"dims", "ndcg@10", "recall@10", "mrr@10", "map@100",
+"num_queries"}``. Approximate FAISS indexes (``--index HNSW32``...) and BM25 + dense hybrid rows are
+the embtune-faiss package's own command, ``embtune-faiss eval``: the core never imports an integration.
 """
 from __future__ import annotations
 
@@ -12,7 +12,11 @@ import json
 
 import click
 
-from embtune.errors import ConfigError, EmbtuneError
+from embtune.errors import ConfigError
+
+KS = (1, 5, 10, 100)
+JSON_KEYS = ("ndcg@10", "recall@10", "mrr@10", "map@100")
+TABLE_KEYS = ("ndcg@10", "recall@10", "recall@100", "mrr@10", "map@100")
 
 
 def parse_dims(text: str | None) -> list[int] | None:
@@ -29,41 +33,46 @@ def parse_dims(text: str | None) -> list[int] | None:
     return dims
 
 
+def check_dims(dims: list[int] | None, full: int) -> list[int]:
+    """The sizes to evaluate: ``dims`` without repeats, or ``[full]`` when None. ConfigError for a
+    size above ``full`` (the model's embedding size; not checked when it is 0, unknown)."""
+    bad = [d for d in dims or () if full and d > full]
+    if bad:
+        raise ConfigError(f"dims must be integers in 1..{full} (the model's size), got {bad[0]!r}")
+    return list(dict.fromkeys(dims)) if dims else [full]
+
+
 @click.command("eval")
 @click.argument("model", required=False)
 @click.option("--data", "data_dir", required=True, type=click.Path(), help="BEIR folder (corpus.jsonl, ...).")
 @click.option("--split", default="test", show_default=True, help="qrels split to evaluate.")
-@click.option("--index", "indexes", multiple=True, default=("Flat",), show_default=True,
-              help="FAISS factory string (Flat, HNSW32, IVF64,Flat, IVF64,PQ48...); repeat for several.")
 @click.option("--dims", default=None,
               help="Matryoshka sizes to sweep, e.g. 384,256,128 (default: full size).")
-@click.option("--hybrid", is_flag=True, help="Also rank with BM25 + dense reciprocal rank fusion.")
-@click.option("--search-params", default=None,
-              help="FAISS search parameters, e.g. nprobe=32,efSearch=128 (default nprobe=16, efSearch=64).")
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
 @click.option("--max-seq-length", type=click.IntRange(8, 32768), default=None)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON list of rows instead of the table.")
-def eval_command(model, data_dir, split, indexes, dims, hybrid, search_params, batch_size, max_seq_length,
-                 as_json):
-    """Evaluate MODEL (default: the embedded MiniLM) on a BEIR folder through FAISS indexes."""
+def eval_command(model, data_dir, split, dims, batch_size, max_seq_length, as_json):
+    """Evaluate MODEL (default: the embedded MiniLM) on a BEIR folder by exact search."""
     from embtune.data import load_beir
 
-    # The inputs first, so a bad folder fails at once, before torch and FAISS load.
+    # The inputs first, so a bad folder fails at once, before torch loads.
     dim_list = parse_dims(dims)
     data = load_beir(data_dir)
     qrels = data.split_qrels(split)
-    try:
-        from embtune_faiss.evaluation import JSON_KEYS, ROW_KEYS, evaluate, rows_table
-    except ImportError as exc:
-        raise EmbtuneError("embtune eval searches through FAISS indexes and needs the embtune-faiss package: "
-                           f"pip install embtune-faiss ({exc})") from None
-    from embtune.models.inference import load_inference_model
+    from embtune.eval.retrieval import evaluate_retrieval
+    from embtune.models.inference import embedding_dim, load_inference_model
 
     st = load_inference_model(model, max_seq_length=max_seq_length)
-    rows = evaluate(st, data.corpus, data.queries, qrels, indexes=list(indexes), dims=dim_list, hybrid=hybrid,
-                    ks=(1, 5, 10, 100), batch_size=batch_size, search_params=search_params,
-                    show_progress=not as_json)
+    full = embedding_dim(st)
+    rows = []
+    for dim in check_dims(dim_list, full):
+        metrics = evaluate_retrieval(st, data.corpus, data.queries, qrels, ks=KS, batch_size=batch_size,
+                                     show_progress=not as_json, truncate_dim=None if dim == full else dim)
+        rows.append({"dims": dim, **metrics})
     if as_json:
-        click.echo(json.dumps([{key: row[key] for key in (*ROW_KEYS, *JSON_KEYS)} for row in rows]))
+        click.echo(json.dumps([{key: row[key] for key in ("dims", *JSON_KEYS, "num_queries")} for row in rows]))
         return
-    click.echo(rows_table(rows))
+    from embtune.tables import markdown_table
+
+    click.echo(markdown_table(["dims", *TABLE_KEYS],
+                              [[str(row["dims"]), *(f"{row[k]:.4f}" for k in TABLE_KEYS)] for row in rows]))

@@ -54,7 +54,7 @@ def label_command(run_dir, questions_path, top_k, no_bm25, model, seed, csv_out,
                                        read_questions)
     from embtune.labeling.session import judge, key_reader
     from embtune.pipeline.records import read_chunks
-    from embtune.pipeline.summary import make_console
+    from embtune.pipeline.console import make_console
 
     if csv_out and csv_in:
         raise ConfigError("give --csv (write the pool to fill in) or --from-csv (read it back), not both")

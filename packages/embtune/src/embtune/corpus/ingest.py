@@ -2,7 +2,9 @@
 
 Supported files: ``.txt`` ``.md``/``.markdown`` ``.rst`` ``.html``/``.htm`` ``.pdf`` ``.jsonl`` ``.json``
 ``.csv``; a folder holding ``corpus.jsonl`` is read as a BEIR corpus (one Document per line,
-``doc_id`` = its ``_id``; queries and qrels are not read here). Folders are walked in sorted order,
+``doc_id`` = its ``_id``; queries and qrels are not read here), with the line rules of
+``embtune.data.beir.iter_corpus``, the one BEIR corpus reader (UTF-8, ``_id`` and ``text`` required,
+ids unique; each error names the file and line). Folders are walked in sorted order,
 hidden files and folders (``.git``...) are ignored, and document ids are paths relative to the
 folder (``guide/install.md``), so a rerun reads the same documents with the same ids.
 
@@ -149,11 +151,7 @@ def read_documents(path: str | os.PathLike, warn: Callable[[str], None] | None =
     if not root.exists():
         raise DataFormatError("does not exist", path=root)
     if root.is_dir() and (root / "corpus.jsonl").is_file():
-        corpus = root / "corpus.jsonl"
-        text, reason = decode_bytes(corpus.read_bytes())
-        if text is None:
-            raise DataFormatError(reason, path=corpus)
-        docs = readers.read_beir(corpus, "corpus.jsonl", readers.normalise_text(text), empty)
+        docs = readers.read_beir(root / "corpus.jsonl", "corpus.jsonl", empty)
         _check_unique(docs, root)
     elif root.is_dir():
         docs, unsupported = [], []

@@ -5,6 +5,7 @@ files); PDF readers get the path. Record formats (JSONL, JSON, CSV, BEIR) give o
 record: the text comes from the first of ``TEXT_FIELDS`` present, the title from ``title``, the id
 from ``id`` or ``_id`` (else ``<file>#<line>``). A record without any text field, or a line that is
 not JSON, raises DataFormatError naming the file and line; a record whose text is blank is skipped.
+A BEIR corpus is read by ``embtune.data.beir.iter_corpus`` (the rules of BEIR lines have one owner).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from embtune.corpus.html_text import html_to_text
 from embtune.corpus.structure import find_headings
 from embtune.corpus.types import Document
 from embtune.data._io import iter_csv_records
+from embtune.data.beir import iter_corpus
 from embtune.errors import DataFormatError
 
 TEXT_FIELDS = ("text", "content", "body")
@@ -197,20 +199,20 @@ def read_csv(path: Path, rel: str, text: str) -> list[Document]:
     return docs
 
 
-def read_beir(folder: Path, rel: str, text: str, empty: list[str] | None = None) -> list[Document]:
-    """A BEIR ``corpus.jsonl``: one Document per line, ``doc_id`` = its ``_id``, kind ``beir``; a line
-    whose text is blank gives no Document, and its ``_id`` is appended to ``empty`` when given."""
+def read_beir(path: Path, rel: str, empty: list[str] | None = None) -> list[Document]:
+    """A BEIR ``corpus.jsonl`` at ``path`` (``rel`` its name in sources): one Document per line,
+    ``doc_id`` = its ``_id``, kind ``beir``, title stripped and text normalised (``normalise_text``).
+
+    The lines are read by ``embtune.data.beir.iter_corpus``, the one reader of BEIR corpora (its
+    DataFormatError names the file and line for bad UTF-8 or JSON, a missing id or text, a duplicate
+    id). A line whose text is blank gives no Document, and its ``_id`` is appended to ``empty`` when given.
+    """
     docs = []
-    for number, obj in _jsonl_records(folder, text):
-        if not isinstance(obj, dict):
-            raise DataFormatError(f"expected a JSON object, got {type(obj).__name__}", path=folder,
-                                  line=number)
-        if "_id" not in obj:
-            raise DataFormatError('missing "_id"', path=folder, line=number)
-        record = {"text": obj.get("text") or "", "title": obj.get("title") or "", "id": obj["_id"]}
-        doc = record_document(record, folder, rel, number, "beir")
-        if doc is not None:
-            docs.append(doc)
-        elif empty is not None:
-            empty.append(str(obj["_id"]))
+    for number, doc_id, title, text in iter_corpus(path):
+        if not text.strip():
+            if empty is not None:
+                empty.append(doc_id)
+            continue
+        docs.append(Document(doc_id=doc_id, text=normalise_text(text), title=title.strip(),
+                             source=f"{rel}:{number}", kind="beir"))
     return docs

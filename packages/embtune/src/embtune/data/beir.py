@@ -9,7 +9,9 @@ Layout (as published by BEIR and MTEB)::
 Qrels scores are graded integers kept as read (0 = judged not relevant, 1, 2, ... = relevant, higher
 is more relevant; nDCG weighs them, see ``embtune.eval.metrics``). ``iter_qrels`` is the one parser of
 qrels TSV lines; ``read_qrels`` here and ``embtune.pairs.labels.read_label_qrels`` (user labels, where
-the score column may be left out) both use it.
+the score column may be left out) both use it. Likewise ``iter_corpus`` is the one reader of
+corpus.jsonl lines (``load_beir`` here, ``embtune.corpus.readers.read_beir`` for chunking) and
+``read_queries`` the one reader of queries files.
 
 A document's text is ``(title + " " + text).strip()`` as in BEIR/MTEB. Every problem (bad JSON, a
 missing ``_id``/``text``, a duplicate id, a qrels line with the wrong column count, a non-integer
@@ -95,15 +97,36 @@ def _text_field(obj: dict[str, Any], key: str, path: Path, line: int, required: 
     return value
 
 
-def _read_corpus(path: Path) -> tuple[dict[str, str], dict[str, str]]:
-    corpus: dict[str, str] = {}
-    titles: dict[str, str] = {}
+def iter_corpus(path: str | os.PathLike) -> Iterator[tuple[int, str, str, str]]:
+    """The one reader of a BEIR ``corpus.jsonl``: yield ``(line number, doc id, title, text)`` in file order.
+
+    The rules of every line: a JSON object (blank lines skipped) with ``"_id"`` (a non-empty string or
+    an integer, given as a string), ``"text"`` (a string, possibly empty: some BEIR corpora have
+    such entries; what an empty document means is the caller's choice) and an optional ``"title"``
+    (a string; missing or null gives ""). Title and text are yielded as written (not stripped or
+    joined). DataFormatError naming the file and line for bytes that are not UTF-8, bad JSON, a line
+    that is not an object, a missing or empty id, a missing or non-string text or title, or an id
+    seen on an earlier line; naming the file when it is missing, empty or has no record.
+    `load_beir` (evaluation) and ``embtune.corpus.readers.read_beir`` (documents to chunk) both read
+    corpora with it.
+    """
+    path = require_file(path)
+    seen: set[str] = set()
     for line, obj in iter_jsonl(path):
         doc_id = _doc_id(obj, path, line)
-        if doc_id in corpus:
+        if doc_id in seen:
             raise DataFormatError(f"duplicate document id {doc_id!r}", path=path, line=line)
+        seen.add(doc_id)
         title = _text_field(obj, "title", path, line, required=False)
         text = _text_field(obj, "text", path, line, required=True)
+        yield line, doc_id, title, text
+
+
+def _read_corpus(path: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """``({doc id: (title + " " + text).strip()}, {doc id: title})`` of a corpus.jsonl (`iter_corpus`)."""
+    corpus: dict[str, str] = {}
+    titles: dict[str, str] = {}
+    for _, doc_id, title, text in iter_corpus(path):
         corpus[doc_id] = (title + " " + text).strip()
         titles[doc_id] = title
     return corpus, titles
@@ -215,7 +238,7 @@ def load_beir(folder: str | os.PathLike) -> BeirData:
         raise DataFormatError("BEIR folder does not exist", path=folder)
     if not folder.is_dir():
         raise DataFormatError("is not a folder (expected a BEIR folder with corpus.jsonl)", path=folder)
-    corpus, titles = _read_corpus(require_file(folder / "corpus.jsonl"))
+    corpus, titles = _read_corpus(folder / "corpus.jsonl")
     queries = read_queries(folder / "queries.jsonl")
     qrels_dir = folder / "qrels"
     if not qrels_dir.is_dir():

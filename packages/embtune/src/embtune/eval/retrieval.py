@@ -46,6 +46,7 @@ def evaluate_retrieval(
     corpus_chunk_size: int = 50000,
     show_progress: bool = True,
     ignore_identical_ids: bool = False,
+    truncate_dim: int | None = None,
 ) -> dict[str, float]:
     """Retrieval metrics of a SentenceTransformer-like model on one task.
 
@@ -58,17 +59,20 @@ def evaluate_retrieval(
     DataFormatError (an EmbtuneError) if the corpus or qrels are empty or a qrels id is missing from
     ``queries`` or ``corpus``. ``ignore_identical_ids``: drop a retrieved document whose id is the query's
     own id, as BEIR does for corpora whose queries are also documents (ArguAna, Quora).
+    ``truncate_dim``: keep the first dims of every embedding (Matryoshka) before normalising
+    (sentence-transformers' ``truncate_dim``); None keeps them all.
     """
     ks = check_ks(ks)
     if corpus_chunk_size < 1:
         raise ValueError("corpus_chunk_size must be >= 1")
     qids = _check_inputs(corpus, queries, qrels)
     doc_ids = list(corpus)
+    cut = {} if truncate_dim is None else {"truncate_dim": truncate_dim}
     ranked: dict[str, list[str]] = {}
     if qids:
         query_emb = model.encode_query(
             [queries[q] for q in qids], batch_size=batch_size, show_progress_bar=show_progress,
-            convert_to_tensor=True, normalize_embeddings=True,
+            convert_to_tensor=True, normalize_embeddings=True, **cut,
         )
         depth = max(ks) + (1 if ignore_identical_ids else 0)
         topk = StreamingTopK(query_emb, doc_ids, depth, score_function="cos")
@@ -77,7 +81,7 @@ def evaluate_retrieval(
             chunk_ids = doc_ids[start : start + corpus_chunk_size]
             doc_emb = model.encode_document(
                 [corpus[d] for d in chunk_ids], batch_size=batch_size, show_progress_bar=show_progress,
-                convert_to_tensor=True, normalize_embeddings=True,
+                convert_to_tensor=True, normalize_embeddings=True, **cut,
             )
             topk.add(doc_emb)
         _, ranking = topk.result()

@@ -11,7 +11,8 @@ from typing import Any
 
 _EXPORTS = {
     "export_model": "embtune.export.api",
-    "FORMATS": "embtune.export.api",
+    "FORMATS": "embtune.export.formats",
+    "export_merged_folder": "embtune.export.formats",
     "export_gguf": "embtune.export.gguf",
     "export_tei": "embtune.export.tei",
     "export_onnx": "embtune.export.onnx",

@@ -1,31 +1,15 @@
-"""One entry point for every export format, shared by the model methods, the CLI and from-corpus."""
+"""One entry point for every export format, shared by the CLI and from-corpus: any model folder in,
+the format's files out (an adapter or plain Hugging Face folder is merged on the fly first)."""
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 from pathlib import Path
+from typing import Iterator
 
-from embtune.errors import ExportError
-from embtune.export.gguf_arch import QUANTIZATIONS
-from embtune.export.output import check_output_parent
-from embtune.export.source import prepared_folder
-
-FORMATS = ("gguf", "tei", "onnx")
-
-
-def check_request(fmt: str, out: str | os.PathLike, quantization: str | None) -> str:
-    """Validate an export request before any work; returns the quantization to use ("f16" for None).
-
-    Raises ExportError for an unknown format or GGUF quantization, or an output whose parent folder
-    cannot be created or written.
-    """
-    if fmt not in FORMATS:
-        raise ExportError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
-    quantization = quantization or "f16"
-    if fmt == "gguf" and quantization not in QUANTIZATIONS:
-        raise ExportError(f"unknown GGUF quantization {quantization!r}; "
-                          f"use one of {', '.join(QUANTIZATIONS)}")
-    check_output_parent(out)
-    return quantization
+from embtune.errors import EmbtuneError, ExportError
+from embtune.export.formats import check_request, export_merged_folder
 
 
 def export_model(model_dir: str | os.PathLike, fmt: str, out: str | os.PathLike,
@@ -41,14 +25,41 @@ def export_model(model_dir: str | os.PathLike, fmt: str, out: str | os.PathLike,
     """
     quantization = check_request(fmt, out, quantization)
     with prepared_folder(model_dir) as folder:
-        if fmt == "gguf":
-            from embtune.export.gguf import export_gguf
+        return export_merged_folder(folder, fmt, out, quantization)
 
-            return export_gguf(folder, out, quantization)
-        if fmt == "tei":
-            from embtune.export.tei import export_tei
 
-            return export_tei(folder, out)
-        from embtune.export.onnx import export_onnx
+def _needs_merge(folder: Path) -> bool:
+    """True unless ``folder`` already has the merged layout (ST files and HF model at the root)."""
+    return ((folder / "adapter_config.json").is_file() or not (folder / "modules.json").is_file()
+            or not (folder / "config.json").is_file())
 
-        return export_onnx(folder, out)
+
+@contextlib.contextmanager
+def prepared_folder(model_dir: str | os.PathLike) -> Iterator[Path]:
+    """Yield a merged ST folder for ``model_dir``, merging into a temporary folder when needed.
+
+    A merged ST folder is yielded as is. An adapter folder (``adapter_config.json``), a plain
+    Hugging Face folder (no ``modules.json``) or an old ST folder with the model in a subfolder
+    (``0_Transformer/``) is loaded with `FastSentenceTransformer` in fp32 on the CPU and saved with
+    ``save_pretrained_merged`` into a temporary folder, removed afterwards.
+    Load errors come out as ExportError.
+    """
+    folder = Path(model_dir)
+    if not folder.is_dir():
+        raise ExportError("model folder not found", path=folder)
+    if not _needs_merge(folder):
+        yield folder
+        return
+    from embtune.models import FastSentenceTransformer
+
+    with tempfile.TemporaryDirectory(prefix="embtune-export-") as tmp:
+        merged = Path(tmp) / "merged"
+        try:
+            model = FastSentenceTransformer.from_pretrained(folder, dtype="fp32", device="cpu")
+            model.save_pretrained_merged(merged, create_model_card=False)
+        except ExportError:
+            raise
+        except EmbtuneError as exc:
+            raise ExportError(f"cannot merge the model for export: {exc}") from None
+        del model
+        yield merged

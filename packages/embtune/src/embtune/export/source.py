@@ -4,20 +4,17 @@ DESIGN §1: exporters never look at a live model. They read one folder layout (`
 ``1_Pooling/config.json``, ``config.json``, ``model.safetensors``, ``tokenizer.json``, the ST
 config files) in either the legacy (ST < 5.4) or the current (ST 6) spelling, and refuse folders
 that are not a merged model (an adapter folder, leftover ``lora_`` weights, no fast tokenizer).
-`prepared_folder` turns an adapter folder or a plain Hugging Face folder into such a folder,
-merging on the fly in a temporary directory.
+Nothing here loads a model (`embtune.export.api.prepared_folder` merges other folders first).
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from embtune.errors import EmbtuneError, ExportError
+from embtune.errors import ExportError
 
 #: Pooling modes as ST 6 names them, from the legacy boolean keys of ``1_Pooling/config.json``.
 LEGACY_POOLING_KEYS = {
@@ -210,39 +207,3 @@ def load_state_dict(folder: str | os.PathLike) -> dict[str, Any]:
         raise ExportError(f"weights still hold LoRA tensors ({lora[0]}); export a merged model", path=folder)
     return state
 
-
-def _needs_merge(folder: Path) -> bool:
-    """True unless ``folder`` already has the merged layout (ST files and HF model at the root)."""
-    return ((folder / "adapter_config.json").is_file() or not (folder / "modules.json").is_file()
-            or not (folder / "config.json").is_file())
-
-
-@contextlib.contextmanager
-def prepared_folder(model_dir: str | os.PathLike) -> Iterator[Path]:
-    """Yield a merged ST folder for ``model_dir``, merging into a temporary folder when needed.
-
-    A merged ST folder is yielded as is. An adapter folder (``adapter_config.json``), a plain
-    Hugging Face folder (no ``modules.json``) or an old ST folder with the model in a subfolder
-    (``0_Transformer/``) is loaded with `FastSentenceTransformer` in fp32 on the CPU and saved with
-    ``save_pretrained_merged`` into a temporary folder, removed afterwards.
-    Load errors come out as ExportError.
-    """
-    folder = Path(model_dir)
-    if not folder.is_dir():
-        raise ExportError("model folder not found", path=folder)
-    if not _needs_merge(folder):
-        yield folder
-        return
-    from embtune.models import FastSentenceTransformer
-
-    with tempfile.TemporaryDirectory(prefix="embtune-export-") as tmp:
-        merged = Path(tmp) / "merged"
-        try:
-            model = FastSentenceTransformer.from_pretrained(folder, dtype="fp32", device="cpu")
-            model.save_pretrained_merged(merged, create_model_card=False)
-        except ExportError:
-            raise
-        except EmbtuneError as exc:
-            raise ExportError(f"cannot merge the model for export: {exc}") from None
-        del model
-        yield merged

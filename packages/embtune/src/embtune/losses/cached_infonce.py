@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from embtune.errors import ConfigError
 from embtune.losses._common import check_columns
-from embtune.losses.distributed import gather_columns, gathering_active
+from embtune.losses.gather import gather_columns, gathering_active
 from embtune.losses.gradcache import GradCacheLoss
 from embtune.losses.infonce import gathered_infonce, infonce_from_embeddings
 

@@ -34,7 +34,7 @@ class MatryoshkaLoss(nn.Module):
 
     Equivalent to sentence-transformers' ``MatryoshkaLoss`` with ``n_dims_per_step=-1``. Under
     multi-process training the wrapped contrastive loss gathers the (truncated) embeddings of every
-    process for each dim (:mod:`embtune.losses.distributed`); the sum keeps its scaling.
+    process for each dim (:mod:`embtune.losses.gather`); the sum keeps its scaling.
 
     Inputs:
         +---------------------------------------+--------------------------------+

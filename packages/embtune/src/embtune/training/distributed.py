@@ -10,7 +10,7 @@ What each process does:
 * **Same batches, own shard.** ``TrainConfig.batch_size`` is the *global* batch. Every process
   builds the identical no-duplicate plan (a function of data, batch size, seed and epoch only) and
   takes its contiguous slice of each batch (:meth:`DataParallel.shard`); the contrastive losses
-  gather the slices back (:mod:`embtune.losses.distributed`), so an anchor sees the whole global
+  gather the slices back (:mod:`embtune.losses.gather`), so an anchor sees the whole global
   batch as negatives. A run on N processes follows the same trajectory as a single-process run
   with the same settings (up to float rounding and dropout draws), and its checkpoints resume on
   any number of processes.
@@ -47,7 +47,7 @@ from typing import Any
 import torch
 
 from embtune.errors import ConfigError
-from embtune.losses.distributed import process_world, shard_weight
+from embtune.losses.gather import process_world, shard_weight
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ class DataParallel:
         In: the row indices of a global batch, in plan order. Out: ``(rows, weight, gather)``.
         Normally a contiguous slice (sizes differ by at most one, earlier processes take the extra
         rows), ``weight = world_size * len(slice) / len(rows)`` for a loss that does not gather
-        (``embtune.losses.distributed.shard_weight``; a gathering loss scales itself) and
+        (``embtune.losses.gather.shard_weight``; a gathering loss scales itself) and
         ``gather=True``. A batch with fewer rows than processes is computed whole by every process,
         weight 1, without gathering: averaging identical gradients gives the single-process one, and
         no process is left with no rows.

@@ -51,7 +51,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from embtune.errors import ConfigError, TrainingError
-from embtune.losses.distributed import count_gathers, local_negatives
+from embtune.losses.gather import count_gathers, local_negatives
 from embtune.training.batching import BatchPlanner, intern_rows, steps_in_epoch
 from embtune.training.checkpoint import (
     Progress,
@@ -130,7 +130,7 @@ def accumulate_gradients(loss_fn: nn.Module, micro_batches: Iterable[MicroBatch]
     ``parallel`` (a multi-process run) ``(features, labels, weight, gather)`` shards: the loss is
     computed without cross-process gathering unless ``gather``; a loss that did not gather (its value
     is a local mean) is multiplied by ``weight``, one that did already returned its scaled share
-    (``embtune.losses.distributed``); the values are summed over processes. Out: the mean loss (of the
+    (``embtune.losses.gather``); the values are summed over processes. Out: the mean loss (of the
     global batches when parallel, the same on every process). Raises TrainingError (naming the
     micro-batch) on a non-finite loss, before its backward (on every process at once when parallel).
     """
