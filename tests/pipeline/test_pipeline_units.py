@@ -11,9 +11,10 @@ from embtune.data.beir import read_queries
 from embtune.pairs.labels import read_label_qrels
 from embtune.pipeline.eval_labels import chunks_by_doc, eval_queries_from_labels
 from embtune.pipeline.manifest import Manifest, hash_path, stage_key
-from embtune.pipeline.records import (EVAL_FIELDS, EVAL_OPTIONAL, as_record, read_eval, read_pairs,
+from embtune.pairs.types import Pair
+from embtune.pipeline.records import (EVAL_FIELDS, EVAL_OPTIONAL, as_record, read_eval, read_pairs, write_pairs,
                                       write_jsonl)
-from embtune.pipeline.report_files import build_report, report_markdown, write_report
+from embtune.pipeline.run_report import build_report, report_markdown, write_report
 from embtune.pipeline.settings import RunSettings, parse_exports
 from embtune.pipeline.training import corpus_pairs_data, is_corpus_pairs_file
 
@@ -73,6 +74,10 @@ def test_read_pairs_and_conversion_to_training_rows(tmp_path):
     path = tmp_path / "pairs.jsonl"
     write_jsonl(path, [PAIR, {**PAIR, "query": "q2", "negatives": ["n3"], "negative_ids": ["c4"]}])
     assert is_corpus_pairs_file(path)
+    pairs = read_pairs(path)  # the one pair type, from builder to training rows
+    assert pairs[0] == Pair.from_dict(PAIR) and pairs[1].negative_ids == ["c4"]
+    copy = tmp_path / "copy.jsonl"
+    assert write_pairs(copy, pairs) == 2 and copy.read_text() == path.read_text()
     data = corpus_pairs_data(path)
     assert data.columns == ["anchor", "positive", "negative_1"]
     assert data.rows[0] == {"anchor": "q", "positive": "p", "negative_1": "n1"}
@@ -239,7 +244,7 @@ def test_report_names_its_evaluation_source_first(tmp_path):
 
 
 def test_query_changes_and_bm25_row_in_report():
-    from embtune.pipeline.report_files import query_changes
+    from embtune.pipeline.run_report import query_changes
 
     before = {"a": {"ndcg@10": 0.0, "rank": None}, "b": {"ndcg@10": 1.0, "rank": 1},
               "c": {"ndcg@10": 0.0, "rank": 40}, "d": {"ndcg@10": 0.5, "rank": 3}, "e": {"ndcg@10": 0.2, "rank": 9}}

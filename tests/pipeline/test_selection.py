@@ -210,7 +210,7 @@ def test_training_that_hurts_keeps_the_base_model_and_says_so(hurt_run, tiny_mod
     assert manifest["embed_after"]["info"]["reused"] == "base"
     reused = np.load(hurt_run / "work/chunk_embeddings.merged.npy")
     np.testing.assert_array_equal(reused, np.load(hurt_run / "work/chunk_embeddings.npy"))
-    from embtune.pipeline.corpus_api import encode_chunk_texts
+    from embtune.pairs.embeddings import encode_chunk_texts
     texts = [json.loads(line)["text"] for line in (hurt_run / "chunks.jsonl").read_text().splitlines()[:6]]
     np.testing.assert_allclose(encode_chunk_texts(load(hurt_run / "merged"), texts, show_progress=False), reused[:6],
                                atol=1e-5)

@@ -9,9 +9,10 @@ library argument it reaches. The same table
 * names the keys of the resolved ``run_config.toml`` written into the run folder, and
 * prints the README flag table (``markdown_table``; hidden command ``embtune flags --markdown``).
 
-Defaults are not repeated here: a flag's default is the default of the field of the same name
-(``dest``) in the command's settings class (`TrainSettings` for ``train``, `RunSettings` for
-``from-corpus`` and ``pairs``), unless the row gives one for a CLI-only option.
+Neither defaults nor help texts are repeated here: a flag's default and help are those of the field
+of the same name (``dest``) in the command's settings class (`TrainSettings` for ``train``,
+`RunSettings` for ``from-corpus`` and ``pairs``; ``embtune.pipeline.settings``), unless the row
+gives them for a CLI-only option (``--config``, ``--data``, ``--quiet``).
 """
 from __future__ import annotations
 
@@ -25,8 +26,7 @@ from embtune.choices import LORA_COMPUTE_MODES
 from embtune.cli.options import FiniteFloatRange
 from embtune.models.names import DEFAULT_MODEL
 from embtune.errors import ConfigError
-from embtune.pipeline.settings import RunSettings
-from embtune.pipeline.training import DTYPES, TrainSettings
+from embtune.pipeline.settings import DTYPES, PAIR_BUILDERS, RunSettings, TrainSettings, field_help
 
 TRAIN, CORPUS, PAIRS = "train", "from-corpus", "pairs"
 COMMANDS = (TRAIN, CORPUS, PAIRS)
@@ -113,6 +113,7 @@ class Flag:
     api: str
     """The library argument the value reaches (README table)."""
     help: str = ""
+    """Only for a CLI-only option; a settings field's help is the field's own."""
     type: Any = None
     dest: str | None = None
     """Python name (settings field and click parameter); default: the name without dashes."""
@@ -145,6 +146,16 @@ class Flag:
                 return f.default_factory()  # type: ignore[misc]
         raise KeyError(f"flag {self.name}: {SETTINGS[command].__name__} has no field {self.param!r}")
 
+    def help_text(self) -> str:
+        """The row's help, else the help of the settings field it fills (``embtune.pipeline.settings``)."""
+        if self.help:
+            return self.help
+        for command in self.commands:
+            text = field_help(SETTINGS[command], self.param)
+            if text is not None:
+                return text
+        raise KeyError(f"flag {self.name}: no settings field {self.param!r} and no help of its own")
+
     def click_param(self, command: str, on_config: Callable[..., Any] | None = None):
         """The click decorator of this flag for ``command``; ``on_config`` is the eager callback of the
         ``--config`` flag (``embtune.cli.config_file.load_config``)."""
@@ -153,14 +164,14 @@ class Flag:
         default = self.default_for(command)
         if self.is_flag:
             return click.option(f"{self.name}/--no-{self.name[2:]}", self.param, default=bool(default),
-                                help=self.help, show_default=False)
+                                help=self.help_text(), show_default=False)
         if self.key == "config":
             return click.option(self.name, self.param, type=self.type, is_eager=True, expose_value=True,
-                                callback=on_config, help=self.help)
+                                callback=on_config, help=self.help_text())
         show = self.show_default if self.show_default is not None else default is not None
         given = {} if default is None else {"default": default}  # click 8.3+: default=None satisfies required
         return click.option(self.name, self.param, type=self.type, required=self.required, show_default=show,
-                            help=self.help, **given)
+                            help=self.help_text(), **given)
 
 
 BOTH = (TRAIN, CORPUS)
@@ -178,87 +189,53 @@ FLAGS: tuple[Flag, ...] = (
          required=True),
     Flag("--data", (TRAIN,), "`embtune.train(model, data)`", "Pairs/triplets JSONL or CSV, a BEIR folder (its "
          "train qrels), or a from-corpus run folder.", click.Path(), default=None, required=True),
-    Flag("--out", ALL, "`TrainConfig(output_dir=)`; field `out`", "Run folder DIR.", click.Path(), default=None,
-         required=True),
-    Flag("--model", ALL, f"`{FROM_PRETRAINED}(model_name_or_path)`", "Model folder (ST, plain HF or adapter) or "
-         "hub id.", show_default=DEFAULT_MODEL),
-    Flag("--max-seq-length", ALL, f"`{FROM_PRETRAINED}(max_seq_length=)`", "Truncate texts to this many tokens.",
-         click.IntRange(8, 32768), show_default="the model's"),
-    Flag("--dtype", ALL, f"`{FROM_PRETRAINED}(dtype=)`", "dtype of the frozen base weights (auto: bf16 where the "
-         "device runs it fast, else fp32).", click.Choice(DTYPES)),
-    Flag("--query-prompt", ALL, f"`{FROM_PRETRAINED}(prompts={{\"query\": ...}})`", "Text put before every query "
-         "as it is (e.g. 'query: '); saved with the model.", show_default="the model's"),
-    Flag("--document-prompt", ALL, f"`{FROM_PRETRAINED}(prompts={{\"document\": ...}})`", "Text put before every "
-         "document (e.g. 'passage: '); saved with the model.", show_default="the model's"),
-    Flag("--instruction", ALL, f"`{FROM_PRETRAINED}(instruction=)`", "Task instruction for queries (decoders: "
-         "'Instruct: ...\\nQuery: '); excludes --query-prompt.", show_default="none"),
-    Flag("--allow-pickle", ALL, f"`{FROM_PRETRAINED}(allow_pickle=)`", "Allow loading .bin pickle weights "
-         "(unsafe).", is_flag=True),
-    Flag("--trust-remote-code", ALL, f"`{FROM_PRETRAINED}(trust_remote_code=)`", "Allow custom modelling code.",
-         is_flag=True),
-    Flag("--loss", BOTH, "`embtune.train(loss=)` → `get_loss(name)`", "infonce | infonce_symmetric | "
-         "cached_infonce | cosent | cosine_mse | triplet", LossName()),
-    Flag("--matryoshka-dims", BOTH, "`TrainConfig(matryoshka_dims=)`", "Also train these embedding sizes "
-         "(Matryoshka), e.g. 256,128,64.", DimsList(), show_default="off"),
+    Flag("--out", ALL, "`TrainConfig(output_dir=)`; field `out`", type=click.Path(), default=None, required=True),
+    Flag("--model", ALL, f"`{FROM_PRETRAINED}(model_name_or_path)`", show_default=DEFAULT_MODEL),
+    Flag("--max-seq-length", ALL, f"`{FROM_PRETRAINED}(max_seq_length=)`", type=click.IntRange(8, 32768),
+         show_default="the model's"),
+    Flag("--dtype", ALL, f"`{FROM_PRETRAINED}(dtype=)`", type=click.Choice(DTYPES)),
+    Flag("--query-prompt", ALL, f"`{FROM_PRETRAINED}(prompts={{\"query\": ...}})`", show_default="the model's"),
+    Flag("--document-prompt", ALL, f"`{FROM_PRETRAINED}(prompts={{\"document\": ...}})`", show_default="the model's"),
+    Flag("--instruction", ALL, f"`{FROM_PRETRAINED}(instruction=)`", show_default="none"),
+    Flag("--allow-pickle", ALL, f"`{FROM_PRETRAINED}(allow_pickle=)`", is_flag=True),
+    Flag("--trust-remote-code", ALL, f"`{FROM_PRETRAINED}(trust_remote_code=)`", is_flag=True),
+    Flag("--loss", BOTH, "`embtune.train(loss=)` → `get_loss(name)`", type=LossName()),
+    Flag("--matryoshka-dims", BOTH, "`TrainConfig(matryoshka_dims=)`", type=DimsList(), show_default="off"),
     Flag("--epochs", BOTH, "`TrainConfig(epochs=)`", type=click.IntRange(1)),
-    Flag("--max-steps", BOTH, "`TrainConfig(max_steps=)`", "Cap the training steps (overrides --epochs).",
-         click.IntRange(1), show_default="none"),
+    Flag("--max-steps", BOTH, "`TrainConfig(max_steps=)`", type=click.IntRange(1), show_default="none"),
     Flag("--batch-size", BOTH, "`TrainConfig(batch_size=)`", type=click.IntRange(2)),
-    Flag("--lr", BOTH, "`TrainConfig(learning_rate=)`", "Peak learning rate.", FiniteFloatRange(0, min_open=True),
+    Flag("--lr", BOTH, "`TrainConfig(learning_rate=)`", type=FiniteFloatRange(0, min_open=True),
          dest="learning_rate"),
-    Flag("--save-steps", BOTH, "`TrainConfig(save_steps=)`", "Checkpoint every N steps; a rerun resumes from the "
-         "newest.", click.IntRange(1), show_default="each epoch"),
-    Flag("--lora-r", BOTH, f"`{PEFT}(r=)`", "LoRA rank.", click.IntRange(1)),
-    Flag("--lora-alpha", BOTH, f"`{PEFT}(lora_alpha=)`", "LoRA scale numerator.", click.IntRange(1),
-         show_default="2 x r"),
-    Flag("--lora-dropout", BOTH, f"`{PEFT}(lora_dropout=)`", "Dropout on the LoRA input.",
-         FiniteFloatRange(0.0, 1.0, max_open=True)),
-    Flag("--lora-target-modules", BOTH, f"`{PEFT}(target_modules=)`", "all-linear, or the linear layers to adapt "
-         "separated by commas (e.g. query,value).", LayerNames()),
-    Flag("--lora-compute", BOTH, f"`{PEFT}(lora_compute=)`", "LoRA arithmetic: bf16 (fastest), exact (PEFT's fp32 "
-         "maths), peft (PEFT's own layers).", click.Choice(LORA_COMPUTE)),
-    Flag("--qlora", BOTH, f"`{FROM_PRETRAINED}(load_in_4bit=True)` + `{PEFT}`", "4-bit base (bitsandbytes nf4) "
-         "+ LoRA.", is_flag=True),
-    Flag("--full", BOTH, f"`{FROM_PRETRAINED}(full_finetuning=True)`", "Train every weight instead of a LoRA "
-         "adapter.", is_flag=True),
+    Flag("--save-steps", BOTH, "`TrainConfig(save_steps=)`", type=click.IntRange(1), show_default="each epoch"),
+    Flag("--lora-r", BOTH, f"`{PEFT}(r=)`", type=click.IntRange(1)),
+    Flag("--lora-alpha", BOTH, f"`{PEFT}(lora_alpha=)`", type=click.IntRange(1), show_default="2 x r"),
+    Flag("--lora-dropout", BOTH, f"`{PEFT}(lora_dropout=)`", type=FiniteFloatRange(0.0, 1.0, max_open=True)),
+    Flag("--lora-target-modules", BOTH, f"`{PEFT}(target_modules=)`", type=LayerNames()),
+    Flag("--lora-compute", BOTH, f"`{PEFT}(lora_compute=)`", type=click.Choice(LORA_COMPUTE)),
+    Flag("--qlora", BOTH, f"`{FROM_PRETRAINED}(load_in_4bit=True)` + `{PEFT}`", is_flag=True),
+    Flag("--full", BOTH, f"`{FROM_PRETRAINED}(full_finetuning=True)`", is_flag=True),
     Flag("--seed", ALL, "`TrainConfig(seed=)`, `split_by_document(seed=)`, `HeuristicPairs(seed=)`",
          type=click.IntRange(0)),
-    Flag("--pairs", DATA, "field `pairs`: `HeuristicPairs` / `LLMPairs` / `LabelPairs`", "Pair builder; auto = "
-         "labels if --labels, else llm if --llm-url/--llm-gguf, else heuristic.",
-         click.Choice(["auto", "heuristic", "llm", "labels"])),
-    Flag("--labels", DATA, "`LabelPairs(qrels_path=)`", "Training qrels TSV (query-id, doc-id, score) over the "
-         "corpus's documents.", click.Path(), show_default="none"),
-    Flag("--queries", DATA, "`LabelPairs(queries_path=)`", "Queries JSONL for --labels/--eval-labels.",
-         click.Path(), show_default="none"),
-    Flag("--eval-labels", DATA, "field `eval_labels`", "Evaluate on these labelled queries (qrels TSV) instead of "
-         "a held-out split.", click.Path(), show_default="none"),
-    Flag("--eval-fraction", DATA, "`split_by_document(eval_fraction=)`", "Share of documents held out for "
-         "evaluation.", FiniteFloatRange(0, 1, min_open=True, max_open=True)),
-    Flag("--llm-url", DATA, "`LLMPairs(url=)`", "OpenAI-compatible endpoint for --pairs llm.", show_default="none"),
-    Flag("--llm-model", DATA, "`LLMPairs(model=)`", "Model name for --llm-url.", show_default="none"),
-    Flag("--llm-gguf", DATA, "`LLMPairs(gguf=)`", "Local GGUF instruct model for --pairs llm, run in-process by "
-         "llama-cpp-python (instead of --llm-url); same prompt and cache.", click.Path(), show_default="none"),
-    Flag("--chunk-tokens", DATA, "`chunk_documents(max_tokens=)`", "Chunk size in model tokens (capped at the "
-         "model's max length).", click.IntRange(16)),
+    Flag("--pairs", DATA, "field `pairs`: `HeuristicPairs` / `LLMPairs` / `LabelPairs`",
+         type=click.Choice(PAIR_BUILDERS)),
+    Flag("--labels", DATA, "`LabelPairs(qrels_path=)`", type=click.Path(), show_default="none"),
+    Flag("--queries", DATA, "`LabelPairs(queries_path=)`", type=click.Path(), show_default="none"),
+    Flag("--eval-labels", DATA, "field `eval_labels`", type=click.Path(), show_default="none"),
+    Flag("--eval-fraction", DATA, "`split_by_document(eval_fraction=)`",
+         type=FiniteFloatRange(0, 1, min_open=True, max_open=True)),
+    Flag("--llm-url", DATA, "`LLMPairs(url=)`", show_default="none"),
+    Flag("--llm-model", DATA, "`LLMPairs(model=)`", show_default="none"),
+    Flag("--llm-gguf", DATA, "`LLMPairs(gguf=)`", type=click.Path(), show_default="none"),
+    Flag("--chunk-tokens", DATA, "`chunk_documents(max_tokens=)`", type=click.IntRange(16)),
     Flag("--chunk-overlap", DATA, "`chunk_documents(overlap_tokens=)`", type=click.IntRange(0)),
-    Flag("--filter-top-k", DATA, "`filter_pairs(top_k=)` (0: None)", "Keep a built pair only if the base model "
-         "ranks its positive in the top K chunks (0: no rank test).", click.IntRange(0)),
-    Flag("--min-cosine", DATA, "`filter_pairs(min_cosine=)`", "Also keep a pair whose query-positive cosine "
-         "reaches this; with --filter-top-k 0 it is the only test (Qwen3-Embedding used 0.7).", UNIT,
-         show_default="none"),
-    Flag("--dedup-cosine", DATA, "`filter_pairs(dedup_cosine=)`", "Drop a query this similar to a kept query of "
-         "the same chunk (1: keep all).", UNIT),
-    Flag("--negatives", DATA, "`mine_hard_negatives(n=)`", "Hard negatives mined per pair (0: in-batch only).",
-         click.IntRange(0)),
-    Flag("--select-strength", (CORPUS,), "field `select_strength` (`pipeline.selection`)", "Ship the checkpoint "
-         "and adapter strength that validate best on pseudo-queries of a signal not trained on (strength 0 keeps "
-         "the base model).", is_flag=True),
-    Flag("--strengths", (CORPUS,), "field `strengths` (`StrengthModel.set_strength`)", "Adapter strengths the "
-         "selection weighs, 0 (base) to 1 (tuned), separated by commas.", StrengthList()),
-    Flag("--export", (CORPUS,), "`export_model(fmt=)` per format", "Comma-separated: gguf,tei,onnx.",
-         default=None, show_default="none"),
-    Flag("--force", DATA, "field `force`", "Start over: remove DIR's earlier stage outputs.", is_flag=True,
-         saved=False),
+    Flag("--filter-top-k", DATA, "`filter_pairs(top_k=)` (0: None)", type=click.IntRange(0)),
+    Flag("--min-cosine", DATA, "`filter_pairs(min_cosine=)`", type=UNIT, show_default="none"),
+    Flag("--dedup-cosine", DATA, "`filter_pairs(dedup_cosine=)`", type=UNIT),
+    Flag("--negatives", DATA, "`mine_hard_negatives(n=)`", type=click.IntRange(0)),
+    Flag("--select-strength", (CORPUS,), "field `select_strength` (`pipeline.selection`)", is_flag=True),
+    Flag("--strengths", (CORPUS,), "field `strengths` (`StrengthModel.set_strength`)", type=StrengthList()),
+    Flag("--export", (CORPUS,), "`export_model(fmt=)` per format", default=None, show_default="none"),
+    Flag("--force", DATA, "field `force`", is_flag=True, saved=False),
     Flag("--quiet", DATA, "field `show_progress=False`", "No progress bars or stage lines.", is_flag=True,
          default=False),
 )
@@ -305,7 +282,7 @@ def _default_text(flag: Flag) -> str:
 def markdown_table() -> str:
     """The README table: one row per flag of train / from-corpus / pairs with the commands that take
     it, the library argument it reaches and its default."""
-    from embtune.report import markdown_table as table
+    from embtune.tables import markdown_table as table
 
     rows = []
     for flag in FLAGS:

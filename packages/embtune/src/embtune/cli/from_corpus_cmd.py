@@ -32,7 +32,7 @@ def run_settings(ctx: click.Context):
 
     options = settings_kwargs(ctx)
     if not options["show_progress"]:
-        from embtune.pipeline.summary import quiet_libraries
+        from embtune.pipeline.console import quiet_libraries
 
         quiet_libraries()
     settings = RunSettings(**options)

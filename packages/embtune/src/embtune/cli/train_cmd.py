@@ -23,11 +23,11 @@ def train_command(ctx: click.Context, **options):
     folder / its pairs.jsonl (query, positive, mined negatives). A rerun resumes from OUT/checkpoints.
     """
     from embtune.data import as_pairs_data
-    from embtune.pipeline.training import (TrainSettings, check_training_options, load_train_data, merge_model,
-                                           train_model)
+    from embtune.pipeline.settings import TrainSettings
+    from embtune.pipeline.training import load_train_data, merge_model, train_model
 
     settings = TrainSettings(**{k: v for k, v in settings_kwargs(ctx).items() if k != "out"})
-    check_training_options(settings)  # the cheap checks first, so a mistake fails at once, on one line
+    settings.check()  # the cheap checks first, so a mistake fails at once, on one line
     data = load_train_data(options["data"])
     if isinstance(data, (str, Path)):
         data = as_pairs_data(data)

@@ -28,7 +28,6 @@ import os
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Callable
 
 from embtune.data._io import iter_jsonl, iter_lines, require_file
@@ -40,8 +39,6 @@ POOL_FILE = "pool.json"
 SYSTEMS = ("base", "tuned", "bm25")
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 _POOL_VERSION = 1
-_LOAD_DEFAULTS = {"model": None, "max_seq_length": None, "allow_pickle": False, "trust_remote_code": False,
-                  "dtype": "auto", "query_prompt": None, "document_prompt": None, "instruction": None}
 
 
 @dataclass(frozen=True)
@@ -122,18 +119,18 @@ def read_questions(path: str | os.PathLike) -> list[Question]:
     return questions
 
 
-def read_run_config(run_dir: Path) -> SimpleNamespace:
+def read_run_config(run_dir: Path) -> "LoadSettings":
     """The model-loading options a run used (``RUN/run_config.toml``; defaults where it is missing or
     silent): ``model``, ``max_seq_length``, ``dtype``, prompts, ``instruction``, ``allow_pickle``,
     ``trust_remote_code``. DataFormatError naming the file when it cannot be parsed."""
-    from embtune.pipeline.run_config import RUN_CONFIG, read_config_file
+    from dataclasses import fields
 
-    values = dict(_LOAD_DEFAULTS)
+    from embtune.pipeline.run_config import RUN_CONFIG, read_config_file
+    from embtune.pipeline.settings import LoadSettings
+
     path = run_dir / RUN_CONFIG
-    if path.is_file():
-        config, _ = read_config_file(path)
-        values.update({k: v for k, v in config.items() if k in _LOAD_DEFAULTS})
-    return SimpleNamespace(**values)
+    config = read_config_file(path)[0] if path.is_file() else {}
+    return LoadSettings(**{f.name: config[f.name] for f in fields(LoadSettings) if f.name in config})
 
 
 def check_run_dir(run_dir: str | os.PathLike) -> Path:
@@ -206,7 +203,7 @@ class _Systems:
         from embtune.pipeline.manifest import hash_file, model_fingerprint
 
         base = self.base_source()
-        opts = {n: getattr(self.config, n) for n in _LOAD_DEFAULTS if n != "model"}
+        opts = {k: v for k, v in asdict(self.config).items() if k != "model"}
         parts = {"k": k, "seed": seed, "systems": self.names(),
                  "chunks": hash_file(self.run / "chunks.jsonl"),
                  "base": model_fingerprint(base) if Path(base).exists() else base, "options": opts,
@@ -216,7 +213,7 @@ class _Systems:
     def _embeddings(self, model: Any, cached: Path | None) -> Any:
         """The model's chunk embeddings: the run's cached matrix when it matches, else encoded now."""
         from embtune.models.inference import embedding_dim
-        from embtune.pipeline.corpus_api import encode_chunk_texts
+        from embtune.pairs.embeddings import encode_chunk_texts
         from embtune.pipeline.records import ChunkTexts
         from embtune.pipeline.stages import load_embeddings
 
@@ -239,13 +236,12 @@ class _Systems:
         from embtune.models.inference import load_inference_model
         from embtune.pipeline.stages import EMBEDDINGS
         from embtune.pipeline.stages_model import MERGED_EMBEDDINGS
-        from embtune.pipeline.training import load_options
 
         if name == "base":
-            model = load_inference_model(self.base_source(), **load_options(self.config))
+            model = load_inference_model(self.base_source(), **self.config.load_options())
             cached = None if self.base_override else self.run / EMBEDDINGS
         else:
-            model = load_inference_model(str(self.tuned), **load_options(self.config, base=False))
+            model = load_inference_model(str(self.tuned), **self.config.load_options(base=False))
             cached = self.run / MERGED_EMBEDDINGS
         emb = self._embeddings(model, cached)
         return rank_chunks(model, queries, ids, emb, depth, self.batch_size, show_progress=False)

@@ -26,6 +26,15 @@ def encode_chunks(model: Any, chunks: Sequence[Chunk], batch_size: int = BATCH_S
                         show_progress=show_progress)
 
 
+def encode_chunk_texts(model: Any, texts: Sequence[str], lengths: Any = None,
+                       show_progress: bool = True) -> np.ndarray:
+    """Document embeddings of chunk texts (a list, or ``pipeline.records.ChunkTexts`` reading them from
+    chunks.jsonl), batch by batch: float32 [n, dim], rows of norm 1. ``lengths``: the texts' sort keys
+    when known (``ChunkTexts.lengths``)."""
+    return encode_texts(model, texts, "document", batch_size=BATCH_SIZE, show_progress=show_progress,
+                        lengths=lengths)
+
+
 def chunk_embeddings(model: Any, chunks: Sequence[Chunk], embeddings: Any = None, batch_size: int = BATCH_SIZE,
                      show_progress: bool = True) -> np.ndarray:
     """``embeddings`` checked against ``chunks`` (one normalised row per chunk), or freshly encoded.

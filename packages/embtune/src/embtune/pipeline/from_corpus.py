@@ -30,8 +30,7 @@ from embtune.pipeline import lexical, stages, stages_model
 from embtune.pipeline.manifest import MANIFEST, Manifest, hash_path, model_fingerprint, stage_key
 from embtune.pipeline.run_config import RUN_CONFIG, write_run_config
 from embtune.pipeline.settings import RunSettings
-from embtune.pipeline.training import load_options
-from embtune.pipeline.summary import stage_line
+from embtune.pipeline.console import stage_line
 from embtune.utils.atomic import remove_partial_writes
 
 STAGE_OUTPUTS = ("chunks.jsonl", "pairs.jsonl", "eval.jsonl", "work", "checkpoints", "trainer_state.json",
@@ -133,7 +132,7 @@ class Pipeline:
 
     def __init__(self, settings: RunSettings, manifest: Manifest, console):
         """Hold the run's state; ``console`` is a rich Console for stage lines."""
-        self.s, self.manifest, self.console = settings, manifest, console
+        self.settings, self.manifest, self.console = settings, manifest, console
         self.dir = settings.out
         self._hashes: dict[Path, str] = {}
         self._model = None
@@ -161,9 +160,10 @@ class Pipeline:
         if self._model_id is None:
             from embtune.models.names import resolve_model
 
-            source = resolve_model(self.s.model)
+            source = resolve_model(self.settings.model)
             self._model_id = model_fingerprint(source) if Path(source).exists() else source
-            options = {k: getattr(self.s, k) for k in ("dtype", "query_prompt", "document_prompt", "instruction")}
+            options = {k: getattr(self.settings, k)
+                       for k in ("dtype", "query_prompt", "document_prompt", "instruction")}
             options = {k: v for k, v in options.items() if v not in (None, "auto")}
             if options:
                 self._model_id += " " + json.dumps(options, sort_keys=True)
@@ -175,7 +175,7 @@ class Pipeline:
         if self._model is None:
             from embtune.models.inference import load_inference_model
 
-            self._model = load_inference_model(self.s.model, **load_options(self.s))
+            self._model = load_inference_model(self.settings.model, **self.settings.load_options())
         return self._model
 
     def release_model(self) -> None:
@@ -187,7 +187,7 @@ class Pipeline:
         if self._merged is None:
             from embtune.models.inference import load_inference_model
 
-            self._merged = load_inference_model(self.path("merged"), **load_options(self.s, base=False))
+            self._merged = load_inference_model(self.path("merged"), **self.settings.load_options(base=False))
         return self._merged
 
     def stage(self, name: str, inputs: dict[str, Path | str], settings: dict[str, Any], outputs: list[str],
@@ -202,7 +202,7 @@ class Pipeline:
         key = stage_key(name, settings, hashed)
         if self.manifest.is_done(name, key):
             entry = self.manifest.entry(name)
-            if self.s.show_progress:
+            if self.settings.show_progress:
                 stage_line(self.console, name, "skipped")
             return entry.get("info", {})
         if before_run is not None:
@@ -215,7 +215,7 @@ class Pipeline:
             self._hashes.pop(self.path(out), None)
         self.manifest.finish(name, key, outputs, seconds, info)
         self.ran.append(name)
-        if self.s.show_progress:
+        if self.settings.show_progress:
             stage_line(self.console, name, "done", seconds, stages.describe(name, info))
         return info
 
@@ -230,7 +230,7 @@ def run_pipeline(settings: RunSettings, until: str | None = None, console=None, 
     EmbtuneError subclasses for every user mistake (naming the file and line where there is one).
     """
     from embtune.pipeline.exports import check_exports
-    from embtune.pipeline.summary import make_console
+    from embtune.pipeline.console import make_console
 
     if until not in (None, "pairs"):
         raise ValueError(f"until must be None or 'pairs', got {until!r}")
@@ -245,7 +245,8 @@ def run_pipeline(settings: RunSettings, until: str | None = None, console=None, 
             write_run_config(settings.out, run_config, command)
         if settings.show_progress:
             console.print(f"[bold]embtune {command}[/] {settings.corpus} -> {settings.out}  "
-                          f"[dim](model: {settings.model or 'all-MiniLM-L6-v2, embedded'}; pairs: {settings.builder})[/]",
+                          f"[dim](model: {settings.model or 'all-MiniLM-L6-v2, embedded'}; "
+                          f"pairs: {settings.builder})[/]",
                           highlight=False)
         pipe = Pipeline(settings, manifest, console)
         started = time.perf_counter()

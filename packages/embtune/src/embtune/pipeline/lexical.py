@@ -45,9 +45,9 @@ def bm25_stage(chunks_path: Path, eval_path: Path, out_path: Path, level: str) -
 
 def run_bm25(pipe: "Pipeline") -> dict[str, Any]:
     """Run the bm25 stage in ``pipe`` (after the data stages); returns its info."""
-    s = pipe.s
+    settings = pipe.settings
     chunks, evals = pipe.path("chunks.jsonl"), pipe.path("eval.jsonl")
-    level = "document" if s.eval_labels is not None else "chunk"
+    level = "document" if settings.eval_labels is not None else "chunk"
     try:
         version = metadata.version("bm25s") if bm25.available() else None
     except metadata.PackageNotFoundError:

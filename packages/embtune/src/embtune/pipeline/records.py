@@ -12,13 +12,17 @@ import os
 from array import array
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
 from embtune.data._io import iter_jsonl, iter_jsonl_at, read_jsonl_at
 from embtune.errors import DataFormatError
 from embtune.utils.atomic import atomic_file
+
+if TYPE_CHECKING:
+    from embtune.corpus.types import Chunk
+    from embtune.pairs.types import Pair
 
 BEFORE = "work/before.json"
 """The base model's evaluation of a run (metrics and per-query values), relative to the run folder."""
@@ -95,6 +99,13 @@ def read_chunks(path: str | os.PathLike, fields: tuple[str, ...] = CHUNK_FIELDS)
     return chunks
 
 
+def to_chunks(records: Sequence[dict[str, Any]]) -> list["Chunk"]:
+    """The ``embtune.corpus.Chunk`` objects of chunk records (``read_chunks``), in order."""
+    from embtune.corpus.types import Chunk
+
+    return [Chunk.from_dict(record) for record in records]
+
+
 def _check_chunk(record: dict[str, Any], seen: set[str], path: Path, line: int) -> None:
     """DataFormatError unless ``record`` is a valid chunk whose id is not in ``seen``; adds the id."""
     _need(record, CHUNK_FIELDS, path, line)
@@ -157,9 +168,12 @@ class ChunkTexts(Sequence[str]):
         self.close()
 
 
-def read_pairs(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Read a from-corpus pairs.jsonl into dicts with PAIR_FIELDS (``negatives`` and ``negative_ids``
-    lists of equal length); DataFormatError naming the file and line on a malformed record."""
+def read_pairs(path: str | os.PathLike) -> list["Pair"]:
+    """Read a from-corpus pairs.jsonl into ``embtune.pairs.Pair`` objects (``negatives`` and
+    ``negative_ids`` lists of equal length); DataFormatError naming the file and line on a malformed
+    record."""
+    from embtune.pairs.types import Pair
+
     path = Path(path)
     pairs = []
     for line, record in iter_jsonl(path):
@@ -171,8 +185,13 @@ def read_pairs(path: str | os.PathLike) -> list[dict[str, Any]]:
         if not isinstance(ids, list) or len(ids) != len(negatives):
             raise DataFormatError("field 'negative_ids' must be a list as long as 'negatives'", path=path,
                                   line=line)
-        pairs.append({k: record[k] for k in PAIR_FIELDS})
+        pairs.append(Pair.from_dict(record))
     return pairs
+
+
+def write_pairs(path: str | os.PathLike, pairs: Iterable["Pair"]) -> int:
+    """Write ``pairs`` (``embtune.pairs.Pair``) as a pairs.jsonl, atomically; returns the count."""
+    return write_jsonl(path, (pair.to_dict() for pair in pairs))
 
 
 def _grades(value: Any, relevant: list[str], path: Path, line: int) -> dict[str, int]:

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from embtune.pipeline.report_files import query_changes
+from embtune.pipeline.run_report import query_changes
 from embtune.pipeline.sources import evaluation_source
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ def add_sections(pipe: "Pipeline", info: dict[str, Any], report: dict[str, Any])
     from embtune.pipeline.lexical import BM25
     from embtune.pipeline.records import AFTER, BEFORE, read_eval
 
-    source = evaluation_source(pipe.s, info.get("pairs", {}), info.get("split", {}))
+    source = evaluation_source(pipe.settings, info.get("pairs", {}), info.get("split", {}))
     out: dict[str, Any] = {"evaluation_source": source["text"], **report}
     out["evaluation"] = {**report.get("evaluation", {}), "kind": source["kind"]}
     bm25_info = info.get("bm25") or {}

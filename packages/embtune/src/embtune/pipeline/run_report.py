@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from embtune.pipeline.evaluation import REPORT_KS, REPORT_METRICS
-from embtune.report import markdown_table
+from embtune.tables import markdown_table
 from embtune.utils.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 logger = logging.getLogger("embtune")
@@ -112,7 +112,7 @@ def _changes_markdown(changes: dict[str, list], level: str) -> list[str]:
 def report_markdown(report: dict[str, Any]) -> str:
     """report.md: the evaluation source (first line), the before/after table (with a BM25 row when
     there is one), the queries that changed most, then counts, timings and where the files are."""
-    from embtune.report import metrics_table
+    from embtune.tables import metrics_table
 
     rows = {"before": report["before"]}
     if "after" in report:

@@ -38,8 +38,9 @@ import random
 from pathlib import Path
 from typing import Any, Sequence
 
-from embtune.pipeline.records import EVAL_FIELDS, as_record, read_chunks, read_eval, read_pairs, write_jsonl
-from embtune.report import markdown_table
+from embtune.pipeline.records import (EVAL_FIELDS, as_record, read_chunks, read_eval, read_pairs, to_chunks,
+                                      write_jsonl)
+from embtune.tables import markdown_table
 from embtune.utils.atomic import atomic_write_json
 
 VALIDATION = "work/validation.jsonl"
@@ -85,22 +86,21 @@ def validation_stage(chunks_path: Path, pairs_path: Path, held_out: Sequence[str
     """
     from embtune.pairs.heuristic import SIGNALS, HeuristicPairs
     from embtune.pairs.split import query_id
-    from embtune.pipeline.corpus_api import _chunks
 
     pairs = read_pairs(pairs_path)
-    signals = validation_signals({p["builder"] for p in pairs})
-    trained = {p["query"].strip() for p in pairs}
+    signals = validation_signals({p.builder for p in pairs})
+    trained = {p.query.strip() for p in pairs}
     held = set(held_out)
     records: dict[str, list[str]] = {}
     signal_of: dict[str, str] = {}
-    chunks = read_chunks(chunks_path) if held else []
+    chunks = to_chunks(read_chunks(chunks_path)) if held else []
     # The unseen signals first; when they give nothing (e.g. no titles or sentences to build from), a
     # held-out mix of every signal: held-out documents were never trained on either way.
     for tried in dict.fromkeys((signals, SIGNALS)):
         if records or not held:
             break
         signals = tried
-        built = HeuristicPairs(signals=tried, seed=seed, show_progress=show_progress).build(_chunks(chunks))
+        built = HeuristicPairs(signals=tried, seed=seed, show_progress=show_progress).build(chunks)
         for pair in built:
             text = pair.query.strip()
             if pair.doc_id in held and text and text not in trained:
@@ -140,7 +140,7 @@ def select_stage(run_dir: Path, weights: Path, final_step: int | None, chunks_pa
     "base": METRIC of the base, "message"}``.
     """
     from embtune.models.strength import StrengthModel
-    from embtune.pipeline.corpus_api import encode_chunk_texts
+    from embtune.pairs.embeddings import encode_chunk_texts
     from embtune.pipeline.evaluation import evaluate_chunks, headline
 
     queries = read_eval(validation_path) if validation_info.get("queries") else []  # 0: an empty file
@@ -330,26 +330,28 @@ def run_selection(pipe: Any, train_info: dict[str, Any], weights: Path) -> dict[
     """Run the validation and select stages in ``pipe`` (a from-corpus Pipeline) after training, from the
     train stage's info and its ``weights`` folder; returns their infos by stage name."""
     from embtune.models.names import resolve_model
-    from embtune.pipeline.training import load_options
     from embtune.training.checkpoint import list_checkpoints
 
-    s = pipe.s
+    settings = pipe.settings
     chunks, pairs = pipe.path("chunks.jsonl"), pipe.path("pairs.jsonl")
-    held = validation_documents(pipe.manifest.entry("split")["info"].get("held_out_documents", []), s.seed)
+    held = validation_documents(pipe.manifest.entry("split")["info"].get("held_out_documents", []), settings.seed)
     validation = pipe.path(VALIDATION)
     info = {"validation": pipe.stage(
-        "validation", {"chunks": chunks, "pairs": pairs}, {"documents": held, "seed": s.seed, "limit": MAX_QUERIES, "tags": "signal"},
-        [VALIDATION], lambda: validation_stage(chunks, pairs, held, validation, s.seed, show_progress=s.show_progress))}
+        "validation", {"chunks": chunks, "pairs": pairs},
+        {"documents": held, "seed": settings.seed, "limit": MAX_QUERIES, "tags": "signal"},
+        [VALIDATION], lambda: validation_stage(chunks, pairs, held, validation, settings.seed,
+                                               show_progress=settings.show_progress))}
     step = train_info.get("steps")
     kept = {f"step-{n}": str(pipe.digest(path / "trainable.safetensors"))
             for n, path in list_checkpoints(pipe.dir) if step is None or n < step}
-    options = {k: v for k, v in load_options(s, base=False).items() if k != "dtype"}  # fp32, prompts saved
+    options = {k: v for k, v in settings.load_options(base=False).items() if k != "dtype"}  # fp32, prompts saved
     info["select"] = pipe.stage(
         "select", {"weights": weights, "chunks": chunks, "validation": validation, "model": pipe.model_id(), **kept},
-        {"strengths": list(s.strengths), "qlora": s.qlora, "metric": METRIC, "min_gain": MIN_GAIN, "min_z": MIN_Z,
-         "max_seq_length": s.max_seq_length,
+        {"strengths": list(settings.strengths), "qlora": settings.qlora, "metric": METRIC, "min_gain": MIN_GAIN,
+         "min_z": MIN_Z,
+         "max_seq_length": settings.max_seq_length,
          "documents": held},
         [SELECTION], lambda: select_stage(pipe.dir, weights, step, chunks, validation, held, pipe.path(SELECTION),
-                                          s.strengths, resolve_model(s.model), s.qlora, options,
-                                          info["validation"], s.show_progress))
+                                          settings.strengths, resolve_model(settings.model), settings.qlora, options,
+                                          info["validation"], settings.show_progress))
     return info

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from embtune.pipeline import corpus_api
-
 if TYPE_CHECKING:
+    from embtune.corpus.types import Chunk
+    from embtune.pairs.types import EvalQuery, Pair
     from embtune.pipeline.settings import RunSettings
 
 FALLBACK_SIGNAL = "keywords"
@@ -28,25 +28,48 @@ gained +0.019 alone."""
 NOT_A_MEASURE = "not a measure of your users' searches"
 
 
-def build_pairs(builder: str, chunks: Sequence[dict[str, Any]], s: "RunSettings", model: Any, emb: Any,
-                warn: Callable[[str], None], empty_doc_ids: Sequence[str] = ()
-                ) -> tuple[list[dict[str, Any]], str | None]:
-    """Pair records of ``builder`` over ``chunks``, with the keywords fallback of the module docstring.
+def build_pairs(builder: str, chunks: Sequence["Chunk"], settings: "RunSettings", model: Any, emb: Any,
+                warn: Callable[[str], None], empty_doc_ids: Sequence[str] = ()) -> tuple[list["Pair"], str | None]:
+    """The pairs of ``builder`` over ``chunks``, with the keywords fallback of the module docstring.
 
-    In: the builder name, chunk records, the run settings, the base model and its chunk embeddings,
+    In: the builder name, the chunks, the run settings, the base model and its chunk embeddings,
     ``warn`` (one line per fallback), ``empty_doc_ids`` (documents without text that labels may name).
-    Out: ``(pair records, "keywords" when the fallback added pairs, else None)``.
+    Out: ``(pairs, "keywords" when the fallback added pairs, else None)``.
     """
-    pairs = corpus_api.build_pairs(builder, chunks, s, model, emb, s.show_progress, empty_doc_ids=empty_doc_ids)
+    pairs = run_builder(builder, chunks, settings, model, emb, empty_doc_ids=empty_doc_ids)
     if builder != "heuristic" or len(pairs) >= FALLBACK_SHARE * len(chunks):
         return pairs, None
-    extra = corpus_api.build_pairs(builder, chunks, s, model, emb, s.show_progress, signals=(FALLBACK_SIGNAL,))
+    extra = run_builder(builder, chunks, settings, model, emb, signals=(FALLBACK_SIGNAL,))
     if not extra:
         return pairs, None
     warn(f"titles and headings gave {len(pairs)} heuristic pair(s) from {len(chunks)} chunks (text without "
          f"titles?); added {len(extra)} keyword-query pairs (the heuristic '{FALLBACK_SIGNAL}' "
          "signal)")
     return pairs + extra, FALLBACK_SIGNAL
+
+
+def run_builder(builder: str, chunks: Sequence["Chunk"], settings: "RunSettings", model: Any, emb: Any, *,
+                signals: Sequence[str] | None = None, empty_doc_ids: Sequence[str] = ()) -> list["Pair"]:
+    """The pairs one builder (labels, heuristic or llm; ``embtune.pairs``) makes from ``chunks``.
+
+    ``signals``: the heuristic signals (None: ``HeuristicPairs``' defaults); ``empty_doc_ids``: documents
+    without text that labels may name (their judgements give no pair; ``LabelPairs``)."""
+    progress = settings.show_progress
+    if builder == "labels":
+        from embtune.pairs.labels import LabelPairs
+
+        return LabelPairs(settings.queries, settings.labels, show_progress=progress,
+                          empty_doc_ids=empty_doc_ids).build(chunks, model, emb)
+    if builder == "heuristic":
+        from embtune.pairs.heuristic import DEFAULT_SIGNALS, HeuristicPairs
+
+        return HeuristicPairs(signals or DEFAULT_SIGNALS, seed=settings.seed, show_progress=progress).build(chunks)
+    if builder == "llm":
+        from embtune.pairs.llm import LLMPairs
+
+        local = {"gguf": settings.llm_gguf} if settings.llm_gguf is not None else {}
+        return LLMPairs(settings.llm_url, settings.llm_model, show_progress=progress, **local).build(chunks)
+    raise ValueError(f"unknown pair builder {builder!r}")
 
 
 def no_pairs_message(builder: str, chunks: int) -> str:
@@ -59,31 +82,32 @@ def no_pairs_message(builder: str, chunks: int) -> str:
             "have too little text")
 
 
-def split_held_out(pairs: list[dict[str, Any]], eval_fraction: float, seed: int, warn: Callable[[str], None]
-                   ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str], list[str]]:
-    """Hold out documents for evaluation (``corpus_api.split_by_document``), falling back to verbatim
+def split_held_out(pairs: list["Pair"], eval_fraction: float, seed: int, warn: Callable[[str], None]
+                   ) -> tuple[list["Pair"], list["EvalQuery"], list[str], list[str]]:
+    """Hold out documents for evaluation (``embtune.pairs.split.split_by_document``), falling back to verbatim
     (keyword/cloze) queries when no other pair exists (one ``warn`` line).
 
-    Out: ``(training pairs, eval records, held-out document ids, builders of the eval queries)``.
+    Out: ``(training pairs, evaluation queries (``EvalQuery``), held-out document ids, builders of the eval queries)``.
     Raises ConfigError from the split when no document can be held out.
     """
-    from embtune.pairs.split import VERBATIM_BUILDERS
+    from embtune.pairs.split import VERBATIM_BUILDERS, split_by_document
 
-    builders = sorted({p["builder"] for p in pairs})
+    builders = sorted({p.builder for p in pairs})
     allowed = [b for b in builders if b not in VERBATIM_BUILDERS]
-    fallback = not allowed and len({p["doc_id"] for p in pairs}) >= 2
+    fallback = not allowed and len({p.doc_id for p in pairs}) >= 2
     if fallback:
         allowed = builders
         warn(f"every pair copies its query from the text ({', '.join(builders)}); evaluating on such queries of "
              "held-out documents, which is easier than real searches: for a real measure pass --eval-labels "
              "QRELS.tsv --queries QUERIES.jsonl")
-    train, evals = corpus_api.split_by_document(pairs, eval_fraction, seed, allowed if fallback else None)
-    held = {p["doc_id"] for p in pairs} - {p["doc_id"] for p in train}
-    used = sorted({p["builder"] for p in pairs if p["doc_id"] in held and p["builder"] in allowed})
+    train, evals = split_by_document(pairs, eval_fraction, seed, eval_builders=allowed if fallback else None)
+    held = {p.doc_id for p in pairs} - {p.doc_id for p in train}
+    used = sorted({p.builder for p in pairs if p.doc_id in held and p.builder in allowed})
     return train, evals, sorted(held), used
 
 
-def evaluation_source(s: "RunSettings", pairs_info: dict[str, Any], split_info: dict[str, Any]) -> dict[str, str]:
+def evaluation_source(settings: "RunSettings", pairs_info: dict[str, Any],
+                      split_info: dict[str, Any]) -> dict[str, str]:
     """Name the evaluation queries for the report.
 
     In: the run settings and the pairs/split stage infos. Out: ``{"kind": "labelled" | "synthetic",
@@ -93,9 +117,9 @@ def evaluation_source(s: "RunSettings", pairs_info: dict[str, Any], split_info: 
     """
     from embtune.pairs.split import VERBATIM_BUILDERS
 
-    if s.eval_labels is not None:
-        return {"kind": "labelled", "text": f"your labelled queries ({s.eval_labels.name})"}
-    builder = pairs_info.get("builder") or s.builder
+    if settings.eval_labels is not None:
+        return {"kind": "labelled", "text": f"your labelled queries ({settings.eval_labels.name})"}
+    builder = pairs_info.get("builder") or settings.builder
     if builder == "labels":
         return {"kind": "labelled", "text": "your labelled queries (those of held-out documents)"}
     used = split_info.get("eval_builders") or [builder]

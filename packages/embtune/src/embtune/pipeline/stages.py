@@ -9,8 +9,8 @@
 
 Negatives are mined after the split so that no chunk of a held-out document becomes a training
 negative (``exclude_doc_ids``). The stage functions call the library functions of
-``embtune.corpus`` / ``embtune.pairs`` through ``corpus_api`` and do all the file writing,
-atomically. ``data_stages`` wires them into a Pipeline with their manifest keys.
+``embtune.corpus`` / ``embtune.pairs`` on their own objects (``Chunk``, ``Pair``; ``records`` reads
+and writes them) and do all the file writing, atomically. ``data_stages`` wires them into a Pipeline with their manifest keys.
 """
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ import numpy as np
 
 from embtune.errors import ConfigError, DataFormatError, EmbtuneError
 from embtune.data.beir import read_queries
-from embtune.pipeline import corpus_api, eval_labels
+from embtune.pipeline import eval_labels
 from embtune.pipeline.records import (CHUNK_FIELDS, EVAL_FIELDS, EVAL_OPTIONAL, ChunkTexts, as_record, read_chunks,
-                                      read_pairs, write_jsonl)
+                                      read_pairs, to_chunks, write_jsonl, write_pairs)
 from embtune.utils.atomic import atomic_file
 
 if TYPE_CHECKING:
@@ -76,12 +76,15 @@ def chunk_stage(corpus: Path, out_path: Path, load_model: Callable[[], Any], chu
         skipped.append(message)
         warn(message)
 
-    docs = corpus_api.read_documents(corpus, note, show_progress, empty)
+    from embtune.corpus.chunking import chunk_documents, max_tokens_for
+    from embtune.corpus.ingest import read_documents
+
+    docs = read_documents(corpus, note, show_progress=show_progress, empty=empty)
     model = load_model()
-    max_tokens = min(chunk_tokens, corpus_api.max_tokens_for(model))
+    max_tokens = min(chunk_tokens, max_tokens_for(model))
     overlap = min(overlap, max_tokens // 2)
     chunks = [as_record(c, CHUNK_FIELDS)
-              for c in corpus_api.chunk_documents(docs, model.tokenizer, max_tokens, overlap, show_progress)]
+              for c in chunk_documents(docs, model.tokenizer, max_tokens, overlap, show_progress=show_progress)]
     if not chunks:
         raise DataFormatError("the documents contain no text to chunk", path=corpus)
     if len({c["id"] for c in chunks}) != len(chunks):
@@ -99,19 +102,21 @@ def embed_stage(chunks_path: Path, out_path: Path, model: Any, show_progress: bo
     their rows written into one preallocated matrix, which ``np.save`` writes straight to the file, so
     memory is that matrix plus one batch and 24 bytes of index per chunk.
     """
+    from embtune.pairs.embeddings import encode_chunk_texts
+
     with ChunkTexts(chunks_path) as texts:
-        emb = corpus_api.encode_chunk_texts(model, texts, texts.lengths, show_progress)
+        emb = encode_chunk_texts(model, texts, texts.lengths, show_progress)
     with atomic_file(out_path, "wb") as fh:
         np.save(fh, emb, allow_pickle=False)
     return {"chunks": int(emb.shape[0]), "dim": int(emb.shape[1])}
 
 
-def pairs_stage(chunks_path: Path, emb_path: Path, out_path: Path, s: "RunSettings", model: Any,
+def pairs_stage(chunks_path: Path, emb_path: Path, out_path: Path, settings: "RunSettings", model: Any,
                 warn: Callable[[str], None] = lambda message: None, empty_doc_ids: list[str] = ()) -> dict[str, Any]:
     """Build (query, positive) pairs from the chunks with the settings' builder, drop those the base
-    model does not confirm (the positive must rank in its query's top ``s.filter_top_k``, or reach
-    ``s.min_cosine``) and queries that nearly repeat another of the same chunk (cosine >
-    ``s.dedup_cosine``), and write ``out_path``.
+    model does not confirm (the positive must rank in its query's top ``settings.filter_top_k``, or reach
+    ``settings.min_cosine``) and queries that nearly repeat another of the same chunk (cosine >
+    ``settings.dedup_cosine``), and write ``out_path``.
     The user's own labels are kept as given, except exact repeats (SciFact, for one, labels claims and
     their negations, whose embeddings are near-identical, against the same abstract).
 
@@ -120,26 +125,29 @@ def pairs_stage(chunks_path: Path, emb_path: Path, out_path: Path, s: "RunSettin
 
     Out: ``{"builder", "built", "kept", "filter", "fallback"}``. Raises EmbtuneError when no pair comes out.
     """
+    from embtune.pairs.filtering import filter_pairs
     from embtune.pipeline import sources
 
-    chunks = read_chunks(chunks_path)
+    chunks = to_chunks(read_chunks(chunks_path))
     emb = load_embeddings(emb_path)
-    builder = s.builder
-    pairs, fallback = sources.build_pairs(builder, chunks, s, model, emb, warn, empty_doc_ids)
+    builder = settings.builder
+    pairs, fallback = sources.build_pairs(builder, chunks, settings, model, emb, warn, empty_doc_ids)
     if not pairs:
-        raise EmbtuneError(sources.no_pairs_message(builder, len(chunks)), path=s.corpus)
+        raise EmbtuneError(sources.no_pairs_message(builder, len(chunks)), path=settings.corpus)
     labelled = builder == "labels"
-    kept, stats = corpus_api.filter_pairs(pairs, model, chunks, None if labelled else (s.filter_top_k or None),
-                                          None if labelled else s.dedup_cosine, emb, s.show_progress,
-                                          min_cosine=None if labelled else s.min_cosine)
+    kept, stats = filter_pairs(pairs, model, chunks, None if labelled else (settings.filter_top_k or None),
+                               None if labelled else settings.min_cosine,
+                               dedup_cosine=None if labelled else settings.dedup_cosine, embeddings=emb,
+                               show_progress=settings.show_progress)
     if not kept:
         raise EmbtuneError(f"no pair survived the consistency filter (of {len(pairs)} built); the corpus may be "
-                           "too small or too repetitive", path=s.corpus)
-    write_jsonl(out_path, kept)
-    return {"builder": builder, "built": len(pairs), "kept": len(kept), "filter": stats, "fallback": fallback}
+                           "too small or too repetitive", path=settings.corpus)
+    write_pairs(out_path, kept)
+    return {"builder": builder, "built": len(pairs), "kept": len(kept), "filter": stats.to_dict(),
+            "fallback": fallback}
 
 
-def split_stage(pairs_path: Path, chunks_path: Path, train_path: Path, eval_path: Path, s: "RunSettings",
+def split_stage(pairs_path: Path, chunks_path: Path, train_path: Path, eval_path: Path, settings: "RunSettings",
                 warn: Callable[[str], None] = lambda message: None, empty_doc_ids: list[str] = ()) -> dict[str, Any]:
     """Write the evaluation queries (``eval_path``) and the pairs left for training (``train_path``).
 
@@ -152,41 +160,42 @@ def split_stage(pairs_path: Path, chunks_path: Path, train_path: Path, eval_path
     ``eval_builders`` in the info); a labelled document in ``empty_doc_ids`` (no text) stays judged as
     an unretrievable miss.
     """
+    from embtune.pairs.split import split_by_document
     from embtune.pipeline import sources
 
     pairs = read_pairs(pairs_path)
     eval_builders: list[str] = []
-    if s.eval_labels is None:
+    if settings.eval_labels is None:
         try:
-            train_pairs, eval_records, held_out, eval_builders = sources.split_held_out(pairs, s.eval_fraction,
-                                                                                        s.seed, warn)
+            train_pairs, eval_records, held_out, eval_builders = sources.split_held_out(pairs, settings.eval_fraction,
+                                                                                        settings.seed, warn)
         except ConfigError as exc:
             raise EmbtuneError(f"{exc}. Add documents, or evaluate on your own labelled queries with "
-                               "--eval-labels QRELS.tsv --queries QUERIES.jsonl", path=s.corpus) from None
-        source = f"held-out {s.eval_fraction:.0%} of documents"
+                               "--eval-labels QRELS.tsv --queries QUERIES.jsonl", path=settings.corpus) from None
+        source = f"held-out {settings.eval_fraction:.0%} of documents"
         dropped = 0
     else:
         from embtune.pairs.labels import read_label_qrels
 
         chunks = read_chunks(chunks_path)
         doc_chunks = eval_labels.chunks_by_doc(chunks)
-        queries_path = s.eval_queries_path()
+        queries_path = settings.eval_queries_path()
         queries = read_queries(queries_path)
-        judgements = read_label_qrels(s.eval_labels, queries, set(doc_chunks), set(empty_doc_ids))
+        judgements = read_label_qrels(settings.eval_labels, queries, set(doc_chunks), set(empty_doc_ids))
         eval_records, dropped = eval_labels.eval_queries_from_labels(judgements, queries, doc_chunks, empty_doc_ids)
         train_pairs, held_out = pairs, []
-        if s.select_strength:  # validation documents for pipeline.selection (never the labelled test queries)
+        if settings.select_strength:  # validation documents for pipeline.selection (never the labelled test queries)
             with contextlib.suppress(ConfigError):  # too few documents: the selection says it cannot validate
-                train_pairs, _ = corpus_api.split_by_document(pairs, s.eval_fraction, s.seed)
-                held_out = sorted({p["doc_id"] for p in pairs} - {p["doc_id"] for p in train_pairs})
-        source = f"labelled queries of {s.eval_labels.name}"
+                train_pairs, _ = split_by_document(pairs, settings.eval_fraction, settings.seed)
+                held_out = sorted({p.doc_id for p in pairs} - {p.doc_id for p in train_pairs})
+        source = f"labelled queries of {settings.eval_labels.name}"
     if not eval_records:
         raise EmbtuneError("no evaluation query: too few documents to hold some out (add documents, raise "
-                           "--eval-fraction, or pass --eval-labels)", path=s.corpus)
+                           "--eval-fraction, or pass --eval-labels)", path=settings.corpus)
     if not train_pairs:
         raise EmbtuneError("no training pair left after holding out the evaluation documents (add documents or "
-                           "lower --eval-fraction)", path=s.corpus)
-    write_jsonl(train_path, train_pairs)
+                           "lower --eval-fraction)", path=settings.corpus)
+    write_pairs(train_path, train_pairs)
     write_jsonl(eval_path, (as_record(q, EVAL_FIELDS, EVAL_OPTIONAL) for q in eval_records))
     return {"train_pairs": len(train_pairs), "eval_queries": len(eval_records), "eval_source": source,
             "held_out_documents": held_out, "eval_queries_without_chunks": dropped, "eval_builders": eval_builders}
@@ -212,39 +221,44 @@ def negatives_stage(pairs_path: Path, chunks_path: Path, emb_path: Path, out_pat
     ``k`` are dropped and the others keep their ``k`` hardest. ``n == 0`` copies the pairs. Out:
     ``{"pairs", "negatives_per_pair", "dropped"}``.
     """
+    from dataclasses import replace
+
+    from embtune.pairs.negatives import mine_hard_negatives
+
     pairs = read_pairs(pairs_path)
     k, dropped = 0, 0
     if n > 0:
-        chunks = read_chunks(chunks_path)
-        mined = corpus_api.mine_hard_negatives(pairs, model, chunks, n, NEGATIVES_SKIP_TOP, NEGATIVES_MARGIN,
-                                               load_embeddings(emb_path), exclude_doc_ids, show_progress)
-        k = negatives_count([len(p["negatives"]) for p in mined], n)
+        chunks = to_chunks(read_chunks(chunks_path))
+        mined = mine_hard_negatives(pairs, model, chunks, n, NEGATIVES_SKIP_TOP, NEGATIVES_MARGIN,
+                                    load_embeddings(emb_path), exclude_doc_ids=set(exclude_doc_ids),
+                                    show_progress=show_progress)
+        k = negatives_count([len(p.negatives) for p in mined], n)
         if k < n and warn is not None:
             warn(f"only {k} hard negative(s) per pair survive the false-negative guards for most pairs "
                  f"(asked for {n}); training with {k}")
-        pairs = [{**p, "negatives": p["negatives"][:k], "negative_ids": p["negative_ids"][:k]}
-                 for p in mined if len(p["negatives"]) >= k]
+        pairs = [replace(p, negatives=p.negatives[:k], negative_ids=p.negative_ids[:k])
+                 for p in mined if len(p.negatives) >= k]
         dropped = len(mined) - len(pairs)
-    write_jsonl(out_path, pairs)
+    write_pairs(out_path, pairs)
     return {"pairs": len(pairs), "negatives_per_pair": k, "asked": n, "dropped": dropped}
 
 
 # -- wiring ------------------------------------------------------------------------------------
 
 
-def check_label_files(s: "RunSettings", chunks_path: Path, empty_doc_ids: list[str] = (),
+def check_label_files(settings: "RunSettings", chunks_path: Path, empty_doc_ids: list[str] = (),
                       warn: Callable[[str], None] = lambda message: None) -> None:
     """Read --labels/--queries and --eval-labels against the chunked documents before any pair is built,
     so a bad id fails in seconds (DataFormatError naming the file and line). Judgements naming
     ``empty_doc_ids`` (documents without text, which BEIR keeps judging) are no error: one ``warn`` line
     counts them (left out of training, kept in evaluation as misses)."""
-    if s.labels is None and s.eval_labels is None:
+    if settings.labels is None and settings.eval_labels is None:
         return
     from embtune.pairs.labels import read_label_qrels
 
     doc_ids = {c["doc_id"] for c in read_chunks(chunks_path, fields=("doc_id",))}
     empty, named = set(empty_doc_ids), []
-    for qrels, queries in ((s.labels, s.queries), (s.eval_labels, s.eval_queries_path())):
+    for qrels, queries in ((settings.labels, settings.queries), (settings.eval_labels, settings.eval_queries_path())):
         if qrels is not None:
             named += [d for _, d, _ in read_label_qrels(qrels, read_queries(queries), doc_ids, empty)
                       if d in empty]
@@ -255,54 +269,56 @@ def check_label_files(s: "RunSettings", chunks_path: Path, empty_doc_ids: list[s
 
 def data_stages(pipe: "Pipeline") -> dict[str, Any]:
     """Run chunks -> embed -> pairs -> split -> negatives in ``pipe``; returns the stages' infos by name."""
-    s, console = pipe.s, pipe.console
+    settings, console = pipe.settings, pipe.console
     chunks, emb, built, split = (pipe.path(p) for p in ("chunks.jsonl", EMBEDDINGS, BUILT, SPLIT))
     train, evals = pipe.path("pairs.jsonl"), pipe.path("eval.jsonl")
     model_key = pipe.model_id()
-    seq = {"max_seq_length": s.max_seq_length}
+    seq = {"max_seq_length": settings.max_seq_length}
 
     def warn(message: str) -> None:
-        if s.show_progress:
+        if settings.show_progress:
             console.print(f"[yellow]![/] {message}", highlight=False)
 
     info = {"chunks": pipe.stage(
-        "chunks", {"corpus": s.corpus, "model": model_key}, {"chunk_tokens": s.chunk_tokens,
-                                                               "overlap": s.chunk_overlap, **seq},
-        ["chunks.jsonl"], lambda: chunk_stage(s.corpus, chunks, pipe.base_model, s.chunk_tokens, s.chunk_overlap,
-                                              warn, s.show_progress))}
-    if s.eval_labels is None and info["chunks"].get("documents", 0) < 2:
+        "chunks", {"corpus": settings.corpus, "model": model_key}, {"chunk_tokens": settings.chunk_tokens,
+                                                               "overlap": settings.chunk_overlap, **seq},
+        ["chunks.jsonl"], lambda: chunk_stage(settings.corpus, chunks, pipe.base_model, settings.chunk_tokens,
+                                              settings.chunk_overlap, warn, settings.show_progress))}
+    if settings.eval_labels is None and info["chunks"].get("documents", 0) < 2:
         raise EmbtuneError(f"found {info['chunks'].get('documents')} document; holding documents out for evaluation "
                            "needs at least 2. Add documents, or evaluate on your own labelled queries with "
-                           "--eval-labels QRELS.tsv --queries QUERIES.jsonl", path=s.corpus)
+                           "--eval-labels QRELS.tsv --queries QUERIES.jsonl", path=settings.corpus)
     empty_docs = info["chunks"].get("empty_documents", [])
-    check_label_files(s, chunks, empty_docs, warn)
+    check_label_files(settings, chunks, empty_docs, warn)
     info["embed"] = pipe.stage("embed", {"chunks": chunks, "model": model_key}, seq, [EMBEDDINGS],
-                               lambda: embed_stage(chunks, emb, pipe.base_model(), s.show_progress))
-    label_inputs = {"labels": s.labels, "queries": s.queries} if s.builder == "labels" else {}
-    if s.llm_gguf is not None:  # --llm-gguf: the model file's fingerprint, so another model rebuilds the pairs
+                               lambda: embed_stage(chunks, emb, pipe.base_model(), settings.show_progress))
+    label_inputs = {"labels": settings.labels, "queries": settings.queries} if settings.builder == "labels" else {}
+    if settings.llm_gguf is not None:  # --llm-gguf: the model file's fingerprint, so another model rebuilds the pairs
         from embtune.pairs.llm_local import gguf_fingerprint
 
-        label_inputs["llm_gguf"] = gguf_fingerprint(s.llm_gguf)
+        label_inputs["llm_gguf"] = gguf_fingerprint(settings.llm_gguf)
     info["pairs"] = pipe.stage(
         "pairs", {"chunks": chunks, "embeddings": emb, "model": model_key, **label_inputs},
-        {"builder": s.builder, "seed": s.seed, "llm_url": s.llm_url, "llm_model": s.llm_model,
-         "top_k": s.filter_top_k, "dedup_cosine": s.dedup_cosine, "labels_kept_as_given": True, **seq,
-         **({"min_cosine": s.min_cosine} if s.min_cosine is not None else {})},
-        [BUILT], lambda: pairs_stage(chunks, emb, built, s, pipe.base_model(), warn, empty_docs))
+        {"builder": settings.builder, "seed": settings.seed, "llm_url": settings.llm_url,
+         "llm_model": settings.llm_model,
+         "top_k": settings.filter_top_k, "dedup_cosine": settings.dedup_cosine, "labels_kept_as_given": True, **seq,
+         **({"min_cosine": settings.min_cosine} if settings.min_cosine is not None else {})},
+        [BUILT], lambda: pairs_stage(chunks, emb, built, settings, pipe.base_model(), warn, empty_docs))
     split_inputs: dict[str, Path] = {"pairs": built, "chunks": chunks}
-    if s.eval_labels is not None:
-        split_inputs.update(eval_labels=s.eval_labels, eval_queries=s.eval_queries_path())
-    held_for_selection = {"selection_holdout": True} if s.eval_labels is not None and s.select_strength else {}
-    info["split"] = pipe.stage("split", split_inputs, {"eval_fraction": s.eval_fraction, "seed": s.seed,
+    if settings.eval_labels is not None:
+        split_inputs.update(eval_labels=settings.eval_labels, eval_queries=settings.eval_queries_path())
+    holds_out = settings.eval_labels is not None and settings.select_strength
+    held_for_selection = {"selection_holdout": True} if holds_out else {}
+    info["split"] = pipe.stage("split", split_inputs, {"eval_fraction": settings.eval_fraction, "seed": settings.seed,
                                                        **held_for_selection},
-                               ["eval.jsonl", SPLIT], lambda: split_stage(built, chunks, split, evals, s, warn,
+                               ["eval.jsonl", SPLIT], lambda: split_stage(built, chunks, split, evals, settings, warn,
                                                                           empty_docs))
     held_out = info["split"].get("held_out_documents", [])
     info["negatives"] = pipe.stage(
         "negatives", {"pairs": split, "chunks": chunks, "embeddings": emb, "model": model_key},
-        {"n": s.negatives, "skip_top": NEGATIVES_SKIP_TOP, "margin": NEGATIVES_MARGIN, "exclude": held_out, **seq},
-        ["pairs.jsonl"], lambda: negatives_stage(split, chunks, emb, train, s.negatives, held_out,
-                                                 pipe.base_model(), s.show_progress, warn))
+        {"n": settings.negatives, "skip_top": NEGATIVES_SKIP_TOP, "margin": NEGATIVES_MARGIN, "exclude": held_out, **seq},
+        ["pairs.jsonl"], lambda: negatives_stage(split, chunks, emb, train, settings.negatives, held_out,
+                                                 pipe.base_model(), settings.show_progress, warn))
     return info
 
 

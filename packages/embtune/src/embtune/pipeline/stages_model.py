@@ -22,17 +22,18 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from embtune.pipeline.evaluation import evaluate_chunks, headline
 from embtune.pipeline.records import AFTER, BEFORE, read_chunks, read_eval
+from embtune.pipeline.settings import TrainSettings
 from embtune.utils.atomic import atomic_write_json
 
 if TYPE_CHECKING:
     from embtune.pipeline.from_corpus import Pipeline
     from embtune.pipeline.settings import RunSettings
-    from embtune.pipeline.training import TrainSettings
 
 MERGED_EMBEDDINGS = "work/chunk_embeddings.merged.npy"
 LOSS_POINTS = 40
@@ -57,19 +58,13 @@ def eval_stage(model: Any, chunks_path: Path, eval_path: Path, emb_path: Path, o
     return {"metrics": headline(metrics), "queries": len(queries), "chunks": len(chunks), "level": level}
 
 
-def train_settings(s: "RunSettings", train_pairs: int) -> "TrainSettings":
-    """The TrainSettings of a from-corpus run: every TrainSettings field that RunSettings has too (same
-    name, same meaning), and loss points spread over ~40 log entries."""
-    from dataclasses import fields
-
-    from embtune.pipeline.training import TrainSettings
-
-    steps = s.max_steps or math.ceil(train_pairs / s.batch_size) * s.epochs
-    shared = {f.name: getattr(s, f.name) for f in fields(TrainSettings) if hasattr(s, f.name)}
-    return TrainSettings(**{**shared, "logging_steps": max(1, steps // LOSS_POINTS)})
+def train_settings(settings: "RunSettings", train_pairs: int) -> "RunSettings":
+    """The run's settings with the loss recorded at ~40 points of its training (``logging_steps``)."""
+    steps = settings.max_steps or math.ceil(train_pairs / settings.batch_size) * settings.epochs
+    return replace(settings, logging_steps=max(1, steps // LOSS_POINTS))
 
 
-def train_stage(pairs_path: Path, run_dir: Path, settings: "TrainSettings") -> dict[str, Any]:
+def train_stage(pairs_path: Path, run_dir: Path, settings: TrainSettings) -> dict[str, Any]:
     """Train on the run's pairs.jsonl; the weights go to ``run_dir/adapter`` (or ``model``).
 
     Out: ``{"steps", "final_loss", "loss_history", "resumed_from", "path"}``.
@@ -125,29 +120,30 @@ def model_stages(pipe: "Pipeline") -> dict[str, Any]:
     from embtune.models.names import resolve_model
     from embtune.pipeline.stages import EMBEDDINGS, embed_stage
 
-    s = pipe.s
+    settings = pipe.settings
     chunks, evals, pairs = pipe.path("chunks.jsonl"), pipe.path("eval.jsonl"), pipe.path("pairs.jsonl")
     model_key = pipe.model_id()
     info: dict[str, Any] = {}
     emb, merged_emb = pipe.path(EMBEDDINGS), pipe.path(MERGED_EMBEDDINGS)
-    level = "document" if s.eval_labels is not None else "chunk"
-    evaluation = {"max_seq_length": s.max_seq_length, "level": level}
+    level = "document" if settings.eval_labels is not None else "chunk"
+    evaluation = {"max_seq_length": settings.max_seq_length, "level": level}
     info["baseline"] = pipe.stage(
         "baseline", {"chunks": chunks, "eval": evals, "embeddings": emb, "model": model_key}, evaluation, [BEFORE],
-        lambda: eval_stage(pipe.base_model(), chunks, evals, emb, pipe.path(BEFORE), level, s.show_progress))
+        lambda: eval_stage(pipe.base_model(), chunks, evals, emb, pipe.path(BEFORE), level, settings.show_progress))
     pipe.release_model()  # free the inference copy before training
     with pairs.open("rb") as fh:
         n_pairs = sum(1 for line in fh if line.strip())
-    ts = train_settings(s, n_pairs)
+    ts = train_settings(settings, n_pairs)
     weights = pipe.path(ts.weights_folder())
-    train_keys = {k: v for k, v in vars(ts).items() if k not in ("show_progress", "save_steps")}
+    train_keys = {f.name: getattr(ts, f.name) for f in fields(TrainSettings)
+                  if f.name not in ("show_progress", "save_steps")}
     info["train"] = pipe.stage("train", {"pairs": pairs, "model": model_key}, train_keys, [ts.weights_folder()],
                                lambda: train_stage(pairs, pipe.dir, ts),
                                before_run=lambda key: _clear_stale_checkpoints(pipe, key))
     merged = pipe.path("merged")
     merge_inputs: dict[str, Path | str] = {"weights": weights}
     choice = None
-    if s.select_strength:
+    if settings.select_strength:
         from embtune.pipeline.selection import run_selection
 
         info.update(run_selection(pipe, info["train"], weights))
@@ -155,24 +151,25 @@ def model_stages(pipe: "Pipeline") -> dict[str, Any]:
         merge_inputs.update(selection=json.dumps(choice, sort_keys=True), model=model_key)
         if choice["checkpoint"] not in ("final", "base"):
             merge_inputs["checkpoint"] = pipe.path(f"checkpoints/{choice['checkpoint']}/trainable.safetensors")
-    info["merge"] = pipe.stage("merge", merge_inputs, {"qlora": s.qlora}, ["merged"],
-                               lambda: merge_stage(weights, merged, s.qlora, choice, resolve_model(s.model)))
+    info["merge"] = pipe.stage("merge", merge_inputs, {"qlora": settings.qlora}, ["merged"],
+                               lambda: merge_stage(weights, merged, settings.qlora, choice,
+                                                   resolve_model(settings.model)))
     if choice is not None and choice["strength"] == 0.0:  # merged/ is the base model: its embeddings exist
         info["embed_after"] = pipe.stage(
             "embed_after", {"chunks": chunks, "merged": merged, "embeddings": emb},
-            {"max_seq_length": s.max_seq_length, "reuse": "base"}, [MERGED_EMBEDDINGS],
+            {"max_seq_length": settings.max_seq_length, "reuse": "base"}, [MERGED_EMBEDDINGS],
             lambda: reuse_embeddings(emb, merged_emb))
     else:
         info["embed_after"] = pipe.stage(
-            "embed_after", {"chunks": chunks, "merged": merged}, {"max_seq_length": s.max_seq_length},
-            [MERGED_EMBEDDINGS], lambda: embed_stage(chunks, merged_emb, pipe.merged_model(), s.show_progress))
+            "embed_after", {"chunks": chunks, "merged": merged}, {"max_seq_length": settings.max_seq_length},
+            [MERGED_EMBEDDINGS], lambda: embed_stage(chunks, merged_emb, pipe.merged_model(), settings.show_progress))
     info["after"] = pipe.stage(
         "after", {"merged": merged, "chunks": chunks, "eval": evals, "embeddings": merged_emb}, evaluation, [AFTER],
         lambda: eval_stage(pipe.merged_model(), chunks, evals, merged_emb, pipe.path(AFTER), level,
-                           s.show_progress))
-    if s.export:
-        info["export"] = pipe.stage("export", {"merged": merged}, {"formats": list(s.export)}, ["exports"],
-                                    lambda: export_stage(merged, pipe.path("exports"), s.export))
+                           settings.show_progress))
+    if settings.export:
+        info["export"] = pipe.stage("export", {"merged": merged}, {"formats": list(settings.export)}, ["exports"],
+                                    lambda: export_stage(merged, pipe.path("exports"), settings.export))
     return info
 
 
@@ -192,12 +189,12 @@ def reuse_embeddings(source: Path, out_path: Path) -> dict[str, Any]:
 
 def finish_report(pipe: "Pipeline", info: dict[str, Any], seconds: float) -> dict[str, Any]:
     """Write report.json / .md / .png from the stages' infos and print the summary; returns the report."""
-    from embtune.pipeline.report_files import build_report, write_report
+    from embtune.pipeline.run_report import build_report, write_report
     from embtune.pipeline.report_sections import add_sections
     from embtune.pipeline.stages import data_counts
-    from embtune.pipeline.summary import print_summary
+    from embtune.pipeline.console import print_summary
 
-    s = pipe.s
+    settings = pipe.settings
     counts = data_counts(info)
     counts["train_steps"] = info["train"].get("steps")
     timings = {name: entry.get("seconds") for name, entry in pipe.manifest.data["stages"].items()}
@@ -206,14 +203,14 @@ def finish_report(pipe: "Pipeline", info: dict[str, Any], seconds: float) -> dic
     files = {"chunks": "chunks.jsonl", "pairs": "pairs.jsonl", "eval": "eval.jsonl", "checkpoints": "checkpoints/",
              "weights": Path(info["train"].get("path", "adapter")).name + "/", "merged": "merged/",
              "report": "report.md"}
-    if s.export:
+    if settings.export:
         files["exports"] = "exports/"
     level = info["after"].get("level", "chunk")
     evaluation = {"queries": info["after"].get("queries"), "chunks": info["after"].get("chunks"),
                   "source": info["split"].get("eval_source"),
                   "level": level + (" (each document ranked by its best chunk)" if level == "document" else "")}
     report = build_report(info["baseline"]["metrics"], info["after"]["metrics"], evaluation=evaluation,
-                          counts=counts, timings=timings, settings=s.to_dict(),
+                          counts=counts, timings=timings, settings=settings.to_dict(),
                           loss_history=info["train"].get("loss_history", []),
                           files={k: str(pipe.dir / v) for k, v in files.items()})
     if "select" in info:  # the selection of pipeline.selection: in report.json/.md, one line on the console
@@ -224,6 +221,6 @@ def finish_report(pipe: "Pipeline", info: dict[str, Any], seconds: float) -> dic
     report = add_sections(pipe, info, report)  # evaluation source first, BM25 row, queries that changed
     write_report(pipe.dir, report)
     print_summary(pipe.console, report, pipe.dir)
-    if "selection" in report and s.show_progress:
+    if "selection" in report and settings.show_progress:
         pipe.console.print(f"[bold]selection[/] {report['selection'].get('message', '')}", highlight=False)
     return report

@@ -14,118 +14,11 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from embtune.errors import ConfigError
-
-DTYPES = ("auto", "bf16", "fp16", "fp32")
-
-
-@dataclass
-class TrainSettings:
-    """The training flags shared by ``embtune train`` and ``embtune from-corpus`` (each field is one
-    flag; ``embtune.cli.flags`` lists the flag and the library argument it reaches)."""
-
-    model: str | None = None
-    loss: str = "infonce"
-    matryoshka_dims: tuple[int, ...] | None = None
-    """Train nested embedding sizes: the loss is wrapped in MatryoshkaLoss with these dims."""
-    epochs: int = 1
-    max_steps: int | None = None
-    batch_size: int = 32
-    learning_rate: float = 2e-4
-    lora_r: int = 16
-    lora_alpha: int | None = None
-    """None: 2 x lora_r."""
-    lora_dropout: float = 0.0
-    lora_target_modules: str | tuple[str, ...] = "all-linear"
-    """"all-linear" (every linear layer of the transformer body) or the layer names to adapt."""
-    lora_compute: str = "bf16"
-    """Arithmetic of the LoRA layers: "bf16", "exact" or "peft" (``get_peft_model(lora_compute=)``)."""
-    qlora: bool = False
-    full: bool = False
-    seed: int = 42
-    save_steps: int | None = None
-    logging_steps: int = 10
-    max_seq_length: int | None = None
-    dtype: str = "auto"
-    """dtype of the frozen base weights: auto, bf16, fp16 or fp32."""
-    query_prompt: str | None = None
-    """Text put before every query, as it is (e.g. "query: "); saved with the model."""
-    document_prompt: str | None = None
-    """Text put before every document (e.g. "passage: "); saved with the model."""
-    instruction: str | None = None
-    """Task instruction for queries; decoders get "Instruct: {instruction}\\nQuery: "."""
-    allow_pickle: bool = False
-    trust_remote_code: bool = False
-    show_progress: bool = True
-
-    def weights_folder(self) -> str:
-        """Name of the folder training writes: ``adapter`` (LoRA/QLoRA) or ``model`` (--full)."""
-        return "model" if self.full else "adapter"
-
-
-def check_training_options(s: Any) -> None:
-    """Refuse bad training options of ``s`` (TrainSettings or RunSettings: same field names) before any
-    work starts; raises ConfigError naming the flag. Normalises ``loss``, ``matryoshka_dims`` and
-    ``lora_target_modules`` in place."""
-    from embtune.choices import LORA_COMPUTE_MODES as COMPUTE_MODES, loss_key
-
-    if s.qlora and s.full:
-        raise ConfigError("--qlora and --full exclude each other (4-bit weights cannot be trained fully)")
-    try:
-        s.loss = loss_key(s.loss)
-    except ConfigError as exc:
-        raise ConfigError(f"--loss: {exc}") from None
-    if s.matryoshka_dims is not None:
-        dims = tuple(s.matryoshka_dims)
-        if (not dims or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dims)
-                or len(set(dims)) != len(dims)):
-            raise ConfigError(f"--matryoshka-dims must be distinct positive integers, got {s.matryoshka_dims!r}")
-        s.matryoshka_dims = dims
-    if s.lora_alpha is not None and (isinstance(s.lora_alpha, bool) or not isinstance(s.lora_alpha, int)
-                                     or s.lora_alpha < 1):
-        raise ConfigError(f"--lora-alpha must be an integer >= 1, got {s.lora_alpha!r}")
-    if isinstance(s.lora_dropout, bool) or not isinstance(s.lora_dropout, (int, float)) \
-            or not 0.0 <= s.lora_dropout < 1.0:
-        raise ConfigError(f"--lora-dropout must be a number in [0, 1), got {s.lora_dropout!r}")
-    targets = s.lora_target_modules
-    if targets != "all-linear":
-        targets = tuple(targets.split(",") if isinstance(targets, str) else targets)
-        if not targets or not all(isinstance(t, str) and t.strip() for t in targets):
-            raise ConfigError(f"--lora-target-modules takes layer names separated by commas, got {targets!r}")
-        s.lora_target_modules = tuple(t.strip() for t in targets)
-    if s.full and (s.lora_target_modules != "all-linear" or s.lora_dropout):
-        raise ConfigError("--lora-target-modules and --lora-dropout shape a LoRA adapter; --full trains every "
-                          "weight instead")
-    if s.lora_compute not in COMPUTE_MODES:
-        raise ConfigError(f"--lora-compute must be one of {', '.join(COMPUTE_MODES)}, got {s.lora_compute!r}")
-    check_load_options(s)
-
-
-def check_load_options(s: Any) -> None:
-    """Refuse a bad ``dtype`` or an instruction given together with a query prompt (ConfigError)."""
-    if s.dtype not in DTYPES:
-        raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}, got {s.dtype!r}")
-    if s.instruction is not None and s.query_prompt is not None:
-        raise ConfigError("--instruction and --query-prompt exclude each other (the instruction becomes the "
-                          "query prompt)")
-
-
-def load_options(s: Any, base: bool = True) -> dict[str, Any]:
-    """Keyword arguments of ``FastSentenceTransformer.from_pretrained`` from the settings ``s``
-    (TrainSettings or RunSettings). ``base=False`` (a trained folder, whose prompts are saved in it)
-    leaves out the instruction and the prompts."""
-    options: dict[str, Any] = {"max_seq_length": s.max_seq_length, "allow_pickle": s.allow_pickle,
-                               "trust_remote_code": s.trust_remote_code,
-                               "dtype": None if s.dtype == "auto" else s.dtype}
-    if base:
-        prompts = {"query": s.query_prompt, "document": s.document_prompt}
-        options.update(instruction=s.instruction,
-                       prompts={role: text for role, text in prompts.items() if text is not None} or None)
-    return options
+if TYPE_CHECKING:
+    from embtune.pipeline.settings import TrainSettings
 
 
 def is_corpus_pairs_file(path: str | os.PathLike) -> bool:
@@ -166,17 +59,17 @@ def load_train_data(data: str | os.PathLike) -> Any:
     return data
 
 
-def load_for_training(settings: TrainSettings):
+def load_for_training(settings: "TrainSettings"):
     """Load ``settings.model`` (default: the embedded MiniLM) with its dtype and prompts and make it
     trainable: a LoRA adapter (rank, alpha, dropout, target layers and compute mode of the settings;
     on a 4-bit base with ``qlora``) or every weight (``full``). Returns the model."""
     from embtune.models.names import resolve_model
     from embtune.models import FastSentenceTransformer
 
-    check_training_options(settings)
+    settings.check()
     model = FastSentenceTransformer.from_pretrained(
         resolve_model(settings.model), load_in_4bit=settings.qlora, full_finetuning=settings.full,
-        **load_options(settings))
+        **settings.load_options())
     if not settings.full:
         targets = settings.lora_target_modules
         model = FastSentenceTransformer.get_peft_model(
@@ -186,7 +79,7 @@ def load_for_training(settings: TrainSettings):
     return model
 
 
-def train_model(data: Any, out_dir: str | os.PathLike, settings: TrainSettings,
+def train_model(data: Any, out_dir: str | os.PathLike, settings: "TrainSettings",
                 run_config: dict[str, Any] | None = None):
     """Train on ``data`` and save the weights to ``out_dir/adapter`` (or ``out_dir/model`` with --full).
 
@@ -198,7 +91,7 @@ def train_model(data: Any, out_dir: str | os.PathLike, settings: TrainSettings,
     ``(model, TrainResult, weights folder)``. Under torchrun every process trains its shard of each
     batch (see `embtune.training.distributed`) and only the main process writes the weights.
     """
-    from embtune.training import TrainConfig, train
+    from embtune.training import train
     from embtune.training.distributed import init_distributed, is_main_process, wait_for_everyone
     from embtune.utils.atomic import remove_partial_writes
 
@@ -213,11 +106,7 @@ def train_model(data: Any, out_dir: str | os.PathLike, settings: TrainSettings,
         from embtune.pipeline.run_config import write_run_config
 
         write_run_config(out, run_config, "train")
-    config = TrainConfig(output_dir=str(out), epochs=settings.epochs, max_steps=settings.max_steps,
-                         batch_size=settings.batch_size, learning_rate=settings.learning_rate, seed=settings.seed,
-                         save_steps=settings.save_steps, logging_steps=settings.logging_steps,
-                         show_progress=settings.show_progress, matryoshka_dims=settings.matryoshka_dims)
-    result = train(model, rows, loss=settings.loss, config=config)
+    result = train(model, rows, loss=settings.loss, config=settings.train_config(out))
     weights = out / settings.weights_folder()
     if is_main_process():
         model.save_pretrained(str(weights))
