@@ -6,3 +6,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # tests/ is on sys.path (pytest's rootdir conftest import), so every test can
 # ``from tiny_models import ...`` for the no-download tiny models.
+
+# Fixtures shared across packages' tests (session-scoped, built only when a test asks for them).
+from fixtures_corpus import encode_queries, minilm, scifact_slice, slice_chunks, slice_embeddings  # noqa: E402,F401
+from fixtures_models import tiny_st_factory  # noqa: E402,F401
+from fixtures_pipeline import small_corpus, tiny_model  # noqa: E402,F401

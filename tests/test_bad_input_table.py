@@ -8,7 +8,7 @@ A row lists the inputs to create (`File`, `Beir`, `ModelCopy`), keyed by a name;
 the expected texts refer to them as ``{name}`` (plus ``{model}``: a tiny random BERT folder, and
 ``{out}``: a fresh output path). Only that tiny model is used (no downloads), and every CLI row fails
 before any weights are read. `tests/pipeline/test_bad_input.py` goes deeper into ``from-corpus``, and
-`tests/core/test_data.py` into the loaders.
+`tests/data/test_data_readers.py` into the loaders.
 """
 from __future__ import annotations
 

@@ -1,15 +1,8 @@
-"""Fixtures for the from-corpus tests: a tiny random BERT folder and a small Markdown corpus.
-
-The corpus is 12 SciFact abstracts written as Markdown files (title heading + the abstract split
-into paragraphs), small enough that every stage runs in seconds with the tiny model.
-"""
+"""The from-corpus tests run torch on one thread (their fixtures: ``tests/fixtures_pipeline.py``)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from pipeline_helpers import write_corpus
-from tiny_models import build_tiny_hf, torch_threads
+from tiny_models import torch_threads
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -17,15 +10,3 @@ def _one_thread():
     """One torch thread for the in-process runs (the subprocess runs get OMP_NUM_THREADS=1)."""
     with torch_threads(1):
         yield
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> str:
-    """Folder of a tiny random-init BERT (plain HF layout, MiniLM tokenizer)."""
-    return build_tiny_hf(tmp_path_factory.mktemp("tiny-model") / "bert", "bert", seed=0)
-
-
-@pytest.fixture(scope="session")
-def small_corpus(tmp_path_factory) -> Path:
-    """A folder of 12 Markdown documents (SciFact abstracts)."""
-    return write_corpus(tmp_path_factory.mktemp("corpus") / "docs")

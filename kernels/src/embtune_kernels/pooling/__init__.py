@@ -14,6 +14,13 @@ from .reference import MODES
 __all__ = ["MODES", "pool", "pool_spans"]
 
 
+def _check(hidden: torch.Tensor, mode: str, rows: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"unknown pooling mode {mode!r}; expected one of {sorted(MODES)}")
+    if hidden.dim() != 2:
+        raise ValueError(f"hidden must be [{rows}, H], got shape {tuple(hidden.shape)}")
+
+
 def pool(
     hidden: torch.Tensor,
     cu_seqlens: torch.Tensor,
@@ -30,10 +37,7 @@ def pool(
     Out: ``[B, H]`` in ``hidden.dtype`` (pooling and normalisation computed in fp32); differentiable
     w.r.t. hidden.
     """
-    if mode not in MODES:
-        raise ValueError(f"unknown pooling mode {mode!r}; expected one of {sorted(MODES)}")
-    if hidden.dim() != 2:
-        raise ValueError(f"hidden must be [total_tokens, H], got shape {tuple(hidden.shape)}")
+    _check(hidden, mode, "total_tokens")
     check_cu_seqlens(cu_seqlens)
     impl = dispatch.resolve(__name__, hidden, cu_seqlens)
     return impl.pool(hidden, cu_seqlens, mode, normalize, eps)
@@ -54,10 +58,7 @@ def pool_spans(
     gradient); ``mode``, ``normalize``, ``eps`` as in :func:`pool`.
     Out: ``[B, H]`` in ``hidden.dtype``; differentiable w.r.t. hidden.
     """
-    if mode not in MODES:
-        raise ValueError(f"unknown pooling mode {mode!r}; expected one of {sorted(MODES)}")
-    if hidden.dim() != 2:
-        raise ValueError(f"hidden must be [rows, H], got shape {tuple(hidden.shape)}")
+    _check(hidden, mode, "rows")
     if starts.dim() != 1 or starts.shape != ends.shape or starts.numel() == 0:
         raise ValueError(f"starts and ends must be 1-D of the same length B >= 1, got {tuple(starts.shape)}, "
                          f"{tuple(ends.shape)}")

@@ -12,7 +12,7 @@ to its first k ids:
 * ``ndcg@k``      DCG of the top k / DCG of the ideal top k, DCG = sum gain_i / log2(i + 1), with the
   **linear gain** gain = score for score > 0, else 0 (``gain``); the ideal ranking sorts all judged
   documents by gain. This is trec_eval's ``ndcg_cut.k``, which BEIR and MTEB report through
-  pytrec_eval (checked against pytrec_eval in tests/core/test_eval.py), not the 2^score - 1 form.
+  pytrec_eval (checked against pytrec_eval in tests/eval/test_retrieval.py), not the 2^score - 1 form.
 * ``map@k``       (sum over relevant hits in the top k of precision at that rank) / min(k, |R|)
 
 hit_rate, precision, recall, mrr and map treat every relevant document alike (binary) and are

@@ -167,18 +167,18 @@ class FastSentenceTransformer(SentenceTransformer):
         return getattr(self, "_embtune_family", None)
 
     def _install_fast_transformer(self, packing: bool, attention: str) -> None:
-        """Swap ST's Transformer (first module) for a `FastTransformer` sharing its model and tokenizer,
-        and ST's Pooling for `embtune.models.pooling.FastPooling` (the pooling kernel on CUDA)."""
-        from sentence_transformers.sentence_transformer.modules import Transformer
+        """Swap ST's Transformer (first module) for a `FastTransformer` sharing its model and tokenizer.
 
-        from embtune.models.pooling import use_fast_pooling
+        Pooling stays ST's own: ST names a saved module's folder after its class, so a swapped-in
+        `embtune.models.pooling.FastPooling` would save to ``1_FastPooling/``, which TEI and the
+        exporters do not read; ``use_fast_pooling(model)`` turns it on for a model that is not saved."""
+        from sentence_transformers.sentence_transformer.modules import Transformer
 
         name, first = next(iter(self._modules.items()))
         if isinstance(first, FastTransformer):
             first.set_packing(packing, attention)
         elif isinstance(first, Transformer):
             self._modules[name] = FastTransformer.from_transformer(first, packing=packing, attention=attention)
-        use_fast_pooling(self)
 
     @property
     def hf_model(self) -> torch.nn.Module:

@@ -1,4 +1,4 @@
-"""Fixtures for the core tests: a tiny random-init BERT wrapped as a SentenceTransformer.
+"""Fixtures of the model, loss and training tests: a tiny random-init BERT wrapped as a SentenceTransformer.
 
 The backbone (2 layers, hidden 32) comes from ``tiny_models.build_tiny_hf`` (real MiniLM tokenizer,
 no download) and is saved once per session. Two copies are saved with identical weights: one with dropout 0 (deterministic)

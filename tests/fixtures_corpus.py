@@ -1,4 +1,4 @@
-"""Shared fixtures of the from-corpus tests: the real MiniLM and a small SciFact slice.
+"""Fixtures of the corpus and pair tests: the real MiniLM and a small SciFact slice.
 
 The slice is a BEIR folder written to a temp dir: the documents judged relevant for the first
 SciFact test queries plus as many other corpus documents, chunked at 80 tokens so that most
