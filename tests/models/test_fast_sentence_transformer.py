@@ -276,3 +276,18 @@ def test_varlen_attention_matches_masked_dense_attention(causal, window):
         out, _ = varlen_attention.varlen_attention(Attn(), q, k, v, None, sliding_window=window,
                                                    cu_seq_lens_q=cu, embtune_plan=plan)
         torch.testing.assert_close(out, expected.transpose(1, 2), msg=variant)
+
+
+def test_fast_pooling_saves_as_st_pooling(tiny_dirs, tmp_path):
+    from embtune.models.pooling import ST_POOLING_TYPE, FastPooling, use_fast_pooling
+
+    model = _load(tiny_dirs["bert"], packing=True, lora=True)
+    assert use_fast_pooling(model) == 1
+    live = torch.as_tensor(model.encode(TEXTS))
+    model.save_pretrained_merged(tmp_path / "merged")
+    assert type(model[1]) is FastPooling  # put back after the save
+    modules = json.loads((tmp_path / "merged" / "modules.json").read_text())
+    assert (modules[1]["path"], modules[1]["type"]) == ("1_Pooling", ST_POOLING_TYPE)
+    plain = SentenceTransformer(str(tmp_path / "merged"), device="cpu")
+    assert type(plain[1]).__name__ == "Pooling"
+    torch.testing.assert_close(torch.as_tensor(plain.encode(TEXTS)), live, rtol=1e-5, atol=1e-5)

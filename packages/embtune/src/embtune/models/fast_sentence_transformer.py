@@ -169,9 +169,8 @@ class FastSentenceTransformer(SentenceTransformer):
     def _install_fast_transformer(self, packing: bool, attention: str) -> None:
         """Swap ST's Transformer (first module) for a `FastTransformer` sharing its model and tokenizer.
 
-        Pooling stays ST's own: ST names a saved module's folder after its class, so a swapped-in
-        `embtune.models.pooling.FastPooling` would save to ``1_FastPooling/``, which TEI and the
-        exporters do not read; ``use_fast_pooling(model)`` turns it on for a model that is not saved."""
+        Pooling stays ST's own unless the caller asks for the kernel (``use_fast_pooling(model)``,
+        `embtune.models.pooling`; ``save`` writes it as ST's Pooling either way)."""
         from sentence_transformers.sentence_transformer.modules import Transformer
 
         name, first = next(iter(self._modules.items()))
@@ -263,10 +262,14 @@ class FastSentenceTransformer(SentenceTransformer):
         """ST's save (adapter-only when a LoRA adapter is attached), written atomically to ``path``.
 
         modules.json names sentence-transformers' own ``Transformer`` for the first module (not
-        embtune's FastTransformer), so the folder loads in any ST install without embtune. Frozen
+        embtune's FastTransformer) and a `FastPooling` is saved as ST's ``Pooling`` (``1_Pooling/``),
+        so the folder loads in any ST install without embtune. Frozen
         Dense heads are written with the fp32 weights they were loaded from (`embtune.models.st_modules`).
         """
-        with atomic_dir(path) as tmp, fp32_tail(self, getattr(self, "_embtune_tail_fp32", {})):
+        from embtune.models.pooling import plain_pooling
+
+        tail = fp32_tail(self, getattr(self, "_embtune_tail_fp32", {}))
+        with atomic_dir(path) as tmp, tail, plain_pooling(self):
             super().save(str(tmp), *args, **kwargs)
             _name_st_transformer(os.path.join(str(tmp), "modules.json"))
 
@@ -344,19 +347,15 @@ class FastSentenceTransformer(SentenceTransformer):
 
 
 def _name_st_transformer(modules_json: str) -> None:
-    """Rewrite the FastTransformer and FastPooling entries of a saved modules.json to ST's own
-    Transformer and Pooling types, so the folder loads without embtune."""
-    from embtune.models.pooling import ST_POOLING_TYPE, FastPooling
-
+    """Rewrite FastTransformer entries of a saved modules.json to ST's own Transformer type."""
     if not os.path.isfile(modules_json):
         return
     with open(modules_json, encoding="utf-8") as fh:
         modules = json.load(fh)
-    plain = {f"{FastTransformer.__module__}.{FastTransformer.__name__}": ST_TRANSFORMER_TYPE,
-             f"{FastPooling.__module__}.{FastPooling.__name__}": ST_POOLING_TYPE}
+    fast_type = f"{FastTransformer.__module__}.{FastTransformer.__name__}"
     for entry in modules:
-        if entry.get("type") in plain:
-            entry["type"] = plain[entry["type"]]
+        if entry.get("type") == fast_type:
+            entry["type"] = ST_TRANSFORMER_TYPE
     with open(modules_json, "w", encoding="utf-8") as fh:
         json.dump(modules, fh, indent=2)
 

@@ -11,12 +11,15 @@ computes in fp32 like ST. Cases the kernel does not cover take ST's forward: sev
 modes, ``include_prompt=False`` with a prompt length, ``token_weights_sum``, ``cls_token_embeddings``,
 flattened (``cu_seq_lens_q``) features and masks whose real tokens are not one run per row.
 
-`use_fast_pooling` swaps the ``Pooling`` modules of one model instance (no class is patched). A saved
-folder must name ST's own ``Pooling`` in modules.json (`ST_POOLING_TYPE`), as it does for the
-Transformer, so that it loads without embtune.
+`use_fast_pooling` swaps the ``Pooling`` modules of one model instance (no class is patched).
+`plain_pooling` swaps them back while a model is saved: ST names a module's folder and modules.json
+type after its class, and a saved folder must be ST's own ``1_Pooling`` so that it loads without
+embtune (TEI and the exporters read that folder).
 """
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import embtune_kernels
@@ -105,4 +108,22 @@ def use_fast_pooling(model: torch.nn.Module) -> int:
     return count
 
 
-__all__ = ["FastPooling", "KERNEL_MODES", "ST_POOLING_TYPE", "padded_spans", "use_fast_pooling"]
+@contextlib.contextmanager
+def plain_pooling(model: torch.nn.Module) -> Iterator[None]:
+    """Within the block, every `FastPooling` among ``model``'s direct children is ST's own ``Pooling``
+    with the same settings (for saving); the FastPooling modules are put back afterwards."""
+    swapped = {}
+    for name, child in list(model.named_children()):
+        if isinstance(child, FastPooling):
+            plain = Pooling.__new__(Pooling)
+            plain.__dict__.update(child.__dict__)
+            swapped[name] = child
+            setattr(model, name, plain)
+    try:
+        yield
+    finally:
+        for name, child in swapped.items():
+            setattr(model, name, child)
+
+
+__all__ = ["FastPooling", "KERNEL_MODES", "ST_POOLING_TYPE", "padded_spans", "plain_pooling", "use_fast_pooling"]
