@@ -26,7 +26,7 @@ from embtune.choices import LORA_COMPUTE_MODES
 from embtune.cli.options import FiniteFloatRange
 from embtune.models.names import DEFAULT_MODEL
 from embtune.errors import ConfigError
-from embtune.pipeline.settings import DTYPES, PAIR_BUILDERS, RunSettings, TrainSettings, field_help
+from embtune.pipeline.settings import DTYPES, PAIR_BUILDERS, RunSettings, TrainSettings, settings_field
 
 TRAIN, CORPUS, PAIRS = "train", "from-corpus", "pairs"
 COMMANDS = (TRAIN, CORPUS, PAIRS)
@@ -139,11 +139,9 @@ class Flag:
         """This flag's default in ``command``: the row's own, else the settings field's default."""
         if self.default is not _FROM_SETTINGS:
             return self.default
-        for f in dataclasses.fields(SETTINGS[command]):
-            if f.name == self.param:
-                if f.default is not dataclasses.MISSING:
-                    return f.default
-                return f.default_factory()  # type: ignore[misc]
+        f = settings_field(SETTINGS[command], self.param)
+        if f is not None:
+            return f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         raise KeyError(f"flag {self.name}: {SETTINGS[command].__name__} has no field {self.param!r}")
 
     def help_text(self) -> str:
@@ -151,9 +149,9 @@ class Flag:
         if self.help:
             return self.help
         for command in self.commands:
-            text = field_help(SETTINGS[command], self.param)
-            if text is not None:
-                return text
+            f = settings_field(SETTINGS[command], self.param)
+            if f is not None:
+                return f.metadata.get("help", "")
         raise KeyError(f"flag {self.name}: no settings field {self.param!r} and no help of its own")
 
     def click_param(self, command: str, on_config: Callable[..., Any] | None = None):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +36,9 @@ def option(default: Any = MISSING, help: str = "", *, factory: Any = None) -> An
     return field(default=default, metadata=metadata)
 
 
-def field_help(settings_class: type, name: str) -> str | None:
-    """The ``help`` of field ``name`` of a settings dataclass, or None when it has no such field."""
-    for f in fields(settings_class):
-        if f.name == name:
-            return f.metadata.get("help", "")
-    return None
+def settings_field(settings_class: type, name: str) -> Field | None:
+    """Field ``name`` of a settings dataclass (its default and ``metadata["help"]``), or None."""
+    return next((f for f in fields(settings_class) if f.name == name), None)
 
 
 @dataclass
@@ -170,7 +167,7 @@ class RunSettings(TrainSettings):
     chunk_tokens: int = option(256, "Chunk size in model tokens (capped at the model's max length).")
     chunk_overlap: int = option(32, "Tokens shared by consecutive chunks of a document.")
     eval_fraction: float = option(0.2, "Share of documents held out for evaluation (without --eval-labels).")
-    save_steps: int | None = option(50, field_help(TrainSettings, "save_steps"))  # a run checkpoints more often
+    save_steps: int | None = option(50, settings_field(TrainSettings, "save_steps").metadata["help"])  # a run checkpoints more often
     filter_top_k: int = option(20, "Keep a built pair only if the base model ranks its positive in the top K "
                                    "chunks (0: no rank test).")
     min_cosine: float | None = option(None, "Also keep a pair whose query-positive cosine reaches this; with "
@@ -214,10 +211,9 @@ class RunSettings(TrainSettings):
         self.check_numbers()
         self.strengths = check_strengths(self.strengths)
         self._check_filter()
+        self.check_load()
         if until is None:
-            TrainSettings.check(self)
-        else:
-            self.check_load()
+            _check_training(self)
         self._check_sources(until)
         return self
 
