@@ -11,3 +11,5 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from fixtures_corpus import encode_queries, minilm, scifact_slice, slice_chunks, slice_embeddings  # noqa: E402,F401
 from fixtures_models import tiny_st_factory  # noqa: E402,F401
 from fixtures_pipeline import small_corpus, tiny_model  # noqa: E402,F401
+from fixtures_export import (export_root, merged_minilm, minilm_folders, qwen_pretokenizer_merged,  # noqa: E402,F401
+                             tiny_merged, unigram_xlmr_merged)

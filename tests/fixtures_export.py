@@ -1,4 +1,4 @@
-"""Fixtures for the export tests: merged model folders built once per session.
+"""Fixtures of the export tests (and `embtune export`'s CLI tests): merged model folders built once per session.
 
 * ``merged_minilm``: the real all-MiniLM-L6-v2 with a LoRA adapter whose B matrices are non-zero,
   merged — so the merge changes the embeddings and an export that dropped it would be caught.
