@@ -342,3 +342,19 @@ def build_family_st(folder: str | Path, name: str, seed: int = 0, spec: dict | N
     model = SentenceTransformer(modules=modules, device="cpu", prompts=spec.get("prompts"))
     model.save(str(folder / "st"))
     return folder / "st"
+
+
+def build_tiny_decoder_reranker(folder: str | Path, seed: int = 0) -> str:
+    """A tiny random Qwen3 causal LM (plain HF folder, ``Qwen3ForCausalLM``) whose tokenizer has "yes" and
+    "no" as single tokens, like Qwen3-Reranker's; the shape of `build_tiny_hf`'s qwen3 (hidden 64, so
+    QLoRA's nf4 blocks fit). Returns the folder."""
+    from transformers import AutoModelForCausalLM
+
+    folder = Path(folder)
+    tokenizer = _bpe_tokenizer()
+    tokenizer.add_tokens(["yes", "no"])
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(_config("qwen3", len(tokenizer)))
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)

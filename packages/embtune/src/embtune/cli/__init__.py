@@ -58,10 +58,12 @@ def _register() -> None:
     from embtune.cli.pairs_cmd import pairs_command
     from embtune.cli.push_cmd import push_command
     from embtune.cli.train_cmd import train_command
+    from embtune.cli.train_reranker_cmd import train_reranker_command
 
     main.add_command(from_corpus_command)
     main.add_command(pairs_command)
     main.add_command(train_command)
+    main.add_command(train_reranker_command)
     main.add_command(eval_command)
     main.add_command(label_command)
     main.add_command(merge_command)

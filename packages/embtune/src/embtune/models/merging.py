@@ -28,17 +28,30 @@ def adapter_base(hf_model: torch.nn.Module) -> str:
 
 
 def load_base_fp32(hf_model: torch.nn.Module, base_path: str) -> torch.nn.Module:
-    """Load the base of ``hf_model`` from ``base_path`` in fp32, dequantising nf4 when it was 4-bit."""
+    """Load the base of ``hf_model`` from ``base_path`` in fp32, dequantising nf4 when it was 4-bit.
+
+    An embedder's backbone (``*Model``) reloads with ``AutoModel``; a model with a task head (a
+    reranker's ``*ForSequenceClassification`` / ``*ForCausalLM``) reloads as its own class with its
+    own config, so a head the base folder lacks (a fresh reranker head) gets the live head's shape.
+    """
     from transformers import AutoModel
 
     kwargs = {"dtype": torch.float32, "use_safetensors": True}
+    loader = AutoModel
+    if not type(hf_model).__name__.endswith("Model"):
+        loader = type(hf_model)
+        config = copy.deepcopy(hf_model.config)
+        for key in ("quantization_config", "_pre_quantization_dtype"):
+            if hasattr(config, key):
+                delattr(config, key)
+        kwargs["config"] = config
     if getattr(hf_model, "is_loaded_in_4bit", False):
         kwargs["quantization_config"] = copy.deepcopy(hf_model.config.quantization_config)
         kwargs["device_map"] = {"": "cpu"}
-        base = AutoModel.from_pretrained(base_path, **kwargs)
+        base = loader.from_pretrained(base_path, **kwargs)
         base = base.dequantize()
         return base.to(torch.float32)
-    return AutoModel.from_pretrained(base_path, **kwargs)
+    return loader.from_pretrained(base_path, **kwargs)
 
 
 def merged_transformer(hf_model: torch.nn.Module) -> torch.nn.Module:

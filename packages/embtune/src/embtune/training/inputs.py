@@ -65,7 +65,15 @@ def resolve_loss(loss: Any, model: nn.Module, config: TrainConfig) -> tuple[nn.M
     ``config.loss_kwargs``), an ``nn.Module`` built on ``model``, or a callable ``f(model, **loss_kwargs)``
     returning one (e.g. a loss class). ConfigError when the pieces do not fit together.
     """
-    if isinstance(loss, str):
+    from embtune.rerankers.loading import is_reranker
+
+    if isinstance(loss, str) and is_reranker(model):
+        from embtune.rerankers.losses import get_reranker_loss, reranker_loss_key
+
+        if config.matryoshka_dims:
+            raise ConfigError("matryoshka_dims applies to embedding models, not rerankers")
+        module, name = get_reranker_loss(loss, model, **config.loss_kwargs), reranker_loss_key(loss)
+    elif isinstance(loss, str):
         from embtune.losses import get_loss
 
         module = get_loss(loss, model, matryoshka_dims=config.matryoshka_dims, **config.loss_kwargs)

@@ -52,6 +52,7 @@ from tqdm.auto import tqdm
 
 from embtune.errors import ConfigError, TrainingError
 from embtune.losses.gather import count_gathers, local_negatives
+from embtune.rerankers.loading import is_reranker
 from embtune.training.batching import BatchPlanner, intern_rows, steps_in_epoch
 from embtune.training.checkpoint import (
     Progress,
@@ -95,13 +96,17 @@ def train(model: nn.Module, data: Any, loss: Any = "infonce", config: TrainConfi
     """Fine-tune ``model`` in place on ``data`` and return a TrainResult.
 
     In:
-      ``model``: a SentenceTransformer (LoRA adapter attached, or fully trainable); only parameters
-      with ``requires_grad`` are trained.
+      ``model``: a SentenceTransformer (LoRA adapter attached, or fully trainable), or a reranker (an
+      ST ``CrossEncoder`` from ``embtune.rerankers.load_reranker``); only parameters with
+      ``requires_grad`` are trained.
       ``data``: anything ``embtune.data.as_pairs_data`` accepts (path, BEIR folder, BeirData,
       datasets.Dataset, list of tuples/dicts). First text column = anchor (query prompt), the others
       documents (document prompt); a ``label`` column is passed to the loss.
       ``loss``: a name for ``embtune.losses.get_loss`` ("infonce", "cosent", ...), an nn.Module built
-      on ``model``, or a callable ``f(model, **config.loss_kwargs)`` returning one.
+      on ``model``, or a callable ``f(model, **config.loss_kwargs)`` returning one. For a reranker:
+      "listwise" (the default) or "bce" (`embtune.rerankers.losses`, ST's cross-encoder losses); a
+      pointwise loss gets the rows expanded to labelled pairs (`embtune.rerankers.data`). A reranker's
+      micro-batches are the text columns themselves (ST's cross-encoder losses tokenise the pairs).
       ``config``: TrainConfig (``output_dir`` required).
       ``eval_data``: optional; see ``embtune.training.inputs.resolve_eval``; evaluated every
       ``config.eval_steps`` (or each epoch) and at the last step.
@@ -115,6 +120,13 @@ def train(model: nn.Module, data: Any, loss: Any = "infonce", config: TrainConfi
     """
     if not isinstance(config, TrainConfig):
         raise ConfigError("train() needs config=TrainConfig(output_dir=...)")
+    if is_reranker(model):
+        from embtune.rerankers.data import reranker_training_data
+        from embtune.rerankers.losses import is_pointwise
+
+        if loss == "infonce":
+            loss = "listwise"
+        data = reranker_training_data(data, is_pointwise(loss))
     rows = load_rows(data)
     loss_fn, loss_name = resolve_loss(loss, model, config)
     check_labels(loss_fn, loss_name, rows)
@@ -183,6 +195,7 @@ class _Run:
         self.params = trainable_parameters(model, loss_fn)
         self.texts, self.row_ids = intern_rows(rows.text_rows)
         self.roles = [QUERY] + [DOCUMENT] * (len(rows.text_columns) - 1)
+        self.text_inputs = is_reranker(model)  # a cross-encoder loss takes the texts and tokenises the pairs
         self.planner = BatchPlanner(self.row_ids, config.batch_size, config.seed)
         self.total = total_steps(self.planner, config)
         warmup = warmup_steps_for(self.total, config.warmup_ratio, config.warmup_steps)
@@ -247,7 +260,7 @@ class _Run:
                                   "afresh", path=latest.parent)
             state = read_state(latest)
             check_fingerprint(latest, state, self.fingerprint)
-        if state is None or state["progress"]["global_step"] < self.total:
+        if not self.text_inputs and (state is None or state["progress"]["global_step"] < self.total):
             ids_by_role: dict[str, set[int]] = {}
             for ids in self.row_ids:
                 for role, tid in zip(self.roles, ids):
@@ -335,6 +348,9 @@ class _Run:
                 rows, weight, gather = self.parallel.shard(rows)
             features = []
             for column, role in enumerate(self.roles):
+                if self.text_inputs:
+                    features.append([self.texts[self.row_ids[r][column]] for r in rows])
+                    continue
                 batch = self.cache.collate(role, [self.row_ids[r][column] for r in rows])
                 features.append({k: v.to(self.device) if isinstance(v, torch.Tensor) else v
                                  for k, v in batch.items()})
