@@ -151,6 +151,9 @@ def test_bm25_and_reciprocal_rank_fusion():
     fused = reciprocal_rank_fusion([["x", "y", "z"], ["y", "w"]], rrf_k=60)
     assert fused == ["y", "x", "w", "z"]  # y: 1/62 + 1/61, x: 1/61, w: 1/62, z: 1/63
     assert reciprocal_rank_fusion([["b"], ["a"]]) == ["a", "b"]  # equal scores: smaller id first
+    from embtune.eval import hybrid
+
+    assert reciprocal_rank_fusion is hybrid.reciprocal_rank_fusion  # one owner: the core's fusion
 
 
 def test_hybrid_rows(tiny_st, eval_task):

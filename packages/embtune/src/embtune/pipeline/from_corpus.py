@@ -34,8 +34,8 @@ from embtune.pipeline.console import stage_line
 from embtune.utils.atomic import remove_partial_writes
 
 STAGE_OUTPUTS = ("chunks.jsonl", "pairs.jsonl", "eval.jsonl", "work", "checkpoints", "trainer_state.json",
-                 "adapter", "model", "selection.json", "merged", "exports", "report.json", "report.md", "report.png",
-                 RUN_CONFIG, MANIFEST)
+                 "adapter", "model", "selection.json", "merged", "reranker", "reranker-run", "exports", "report.json",
+                 "report.md", "report.png", RUN_CONFIG, MANIFEST)
 
 
 def _inside(child: Path, parent: Path) -> bool:

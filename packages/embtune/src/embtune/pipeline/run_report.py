@@ -137,6 +137,9 @@ def report_markdown(report: dict[str, Any]) -> str:
     from embtune.pipeline.selection import report_lines
 
     lines += report_lines(report.get("selection"))
+    from embtune.pipeline.reranking import report_lines as two_stage_lines
+
+    lines += two_stage_lines(report.get("two_stage"))
     if report.get("query_changes"):
         lines += _changes_markdown(report["query_changes"], evaluation.get("level", "chunk"))
     for title, key in (("Counts", "counts"), ("Timings (seconds)", "timings"), ("Files", "files")):

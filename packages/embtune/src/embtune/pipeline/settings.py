@@ -178,6 +178,10 @@ class RunSettings(TrainSettings):
                                          "model; `embtune.pipeline.selection`).")
     strengths: tuple[float, ...] = option((0.0, 0.25, 0.5, 0.75, 1.0), "Adapter strengths the selection weighs, "
                                           "0 (base) to 1 (tuned), separated by commas.")
+    reranker: str | None = option(None, "Also train a reranker from the same pairs, starting from this model "
+                                        "(default: the embedded MiniLM with a fresh head), and report dense, "
+                                        "hybrid and dense + rerank rows (`embtune.pipeline.reranking`).")
+    rerank_top: int = option(20, "Chunks the reranker reorders per evaluation query (with --reranker).")
     extra: dict[str, Any] = option(help="Free-form values recorded nowhere (for callers' own use).", factory=dict)
 
     @property
@@ -222,6 +226,7 @@ class RunSettings(TrainSettings):
         chunk size and overlap, eval fraction (ConfigError naming the flag)."""
         super().check_numbers()
         _need_int("negatives", self.negatives, 0)
+        _need_int("rerank_top", self.rerank_top, 1)
         _need_int("chunk_tokens", self.chunk_tokens, 16)
         _need_int("chunk_overlap", self.chunk_overlap, 0)
         if self.chunk_overlap >= self.chunk_tokens:

@@ -366,8 +366,10 @@ def describe(name: str, info: dict[str, Any]) -> str:
     if name in ("baseline", "after", "bm25"):
         m = info.get("metrics", {})
         return f"nDCG@10 {m.get('ndcg@10', float('nan')):.4f}, recall@10 {m.get('recall@10', float('nan')):.4f}"
-    if name == "train":
+    if name in ("train", "reranker_train"):
         return f"{info.get('steps')} steps, final loss {info.get('final_loss')}"
+    if name == "two_stage":
+        return "; ".join(f"{r['method']} nDCG@10 {r.get('ndcg@10', float('nan')):.4f}" for r in info.get("rows", []))
     return str(info.get("path", ""))
 
 

@@ -167,6 +167,10 @@ def model_stages(pipe: "Pipeline") -> dict[str, Any]:
         "after", {"merged": merged, "chunks": chunks, "eval": evals, "embeddings": merged_emb}, evaluation, [AFTER],
         lambda: eval_stage(pipe.merged_model(), chunks, evals, merged_emb, pipe.path(AFTER), level,
                            settings.show_progress))
+    if settings.reranker is not None:
+        from embtune.pipeline.reranking import reranker_stages
+
+        info.update(reranker_stages(pipe, merged_emb, level))
     if settings.export:
         info["export"] = pipe.stage("export", {"merged": merged}, {"formats": list(settings.export)}, ["exports"],
                                     lambda: export_stage(merged, pipe.path("exports"), settings.export))
@@ -218,6 +222,9 @@ def finish_report(pipe: "Pipeline", info: dict[str, Any], seconds: float) -> dic
 
         report["selection"] = read_selection(pipe.path(SELECTION))
         report["files"]["selection"] = str(pipe.dir / SELECTION)
+    if "two_stage" in info:  # --reranker: dense / hybrid / dense + rerank rows (pipeline.reranking)
+        report["two_stage"] = info["two_stage"]
+        report["files"]["reranker"] = str(pipe.dir / "reranker")
     report = add_sections(pipe, info, report)  # evaluation source first, BM25 row, queries that changed
     write_report(pipe.dir, report)
     print_summary(pipe.console, report, pipe.dir)
