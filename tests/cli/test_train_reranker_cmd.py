@@ -17,7 +17,8 @@ def _pairs(tmp_path):
     return path
 
 
-def test_train_reranker_writes_a_plain_cross_encoder_and_resumes(tmp_path, tiny_model):
+def test_train_reranker_writes_a_plain_cross_encoder_resumes_and_pushes(tmp_path, tiny_model, monkeypatch):
+    from huggingface_hub import HfApi
     from sentence_transformers import CrossEncoder
 
     from embtune.rerankers import load_reranker
@@ -38,6 +39,13 @@ def test_train_reranker_writes_a_plain_cross_encoder_and_resumes(tmp_path, tiny_
     again = ok(*args)  # the finished run is found and not trained again
     assert f"trained {state['global_step']} steps" in again.output
     assert json.loads((out / "trainer_state.json").read_text())["resumed_from"]
+
+    uploads = []  # embtune push uploads the reranker folder as it is (the Hub itself is mocked)
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: f"https://huggingface.co/{repo_id}")
+    monkeypatch.setattr(HfApi, "upload_folder", lambda self, **kw: uploads.append(
+        sorted(p.name for p in (out / "reranker").iterdir())))
+    pushed = ok("push", out / "reranker", "--repo-id", "me/reranker")
+    assert pushed.output.startswith("uploaded model ") and "model.safetensors" in uploads[0]
 
 
 def test_train_reranker_bad_input_is_one_line(tmp_path, tiny_model):

@@ -27,6 +27,15 @@ def tiny_decoder_folder(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
+def tiny_reranker_folder(tmp_path_factory) -> str:
+    """A saved tiny BERT reranker (CrossEncoder folder, hidden 32, weights spread so that pair scores
+    differ: tiny_rerankers.build_tiny_reranker)."""
+    from tiny_rerankers import build_tiny_reranker
+
+    return str(build_tiny_reranker(tmp_path_factory.mktemp("tiny-reranker"), "bert", max_length=64))
+
+
+@pytest.fixture(scope="session")
 def tiny_st(tmp_path_factory):
     """An in-memory tiny SentenceTransformer with distinct query/document prompts."""
     return build_tiny_st(tmp_path_factory.mktemp("tiny-st"), "bert", prompts=dict(PROMPTS))

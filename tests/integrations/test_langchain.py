@@ -26,8 +26,8 @@ from embtune.models.inference import truncate_normalize  # noqa: E402
 from embtune_langchain import (EmbtuneEmbeddings, documents_to_chunks, evaluate_retriever,  # noqa: E402
                                pairs_from_documents, training_data)
 
-EXPECTED_ALL = ["EmbtuneEmbeddings", "document_id", "documents_to_chunks", "evaluate_retriever",
-                "pairs_from_documents", "training_data"]
+EXPECTED_ALL = ["EmbtuneEmbeddings", "EmbtuneReranker", "document_id", "documents_to_chunks",
+                "evaluate_retriever", "pairs_from_documents", "training_data"]
 
 
 @pytest.fixture(scope="module")

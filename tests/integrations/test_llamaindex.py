@@ -27,8 +27,9 @@ from embtune_llamaindex import (EmbtuneEmbedding, QADataset, corpus_to_nodes, ev
                                 nodes_to_chunks, pairs_from_nodes, read_qa_dataset, training_data,
                                 write_qa_dataset)
 
-EXPECTED_ALL = ["EmbtuneEmbedding", "QADataset", "corpus_to_nodes", "evaluate_retriever", "node_id",
-                "nodes_to_chunks", "pairs_from_nodes", "read_qa_dataset", "training_data", "write_qa_dataset"]
+EXPECTED_ALL = ["EmbtuneEmbedding", "EmbtuneRerank", "QADataset", "corpus_to_nodes", "evaluate_retriever",
+                "node_id", "nodes_to_chunks", "pairs_from_nodes", "read_qa_dataset", "training_data",
+                "write_qa_dataset"]
 
 
 def test_all_exports_and_class():

@@ -10,7 +10,7 @@ import importlib.util
 
 import pytest
 import torch
-from conftest import TRAIN_ROWS
+from tiny_rerankers import TRAIN_ROWS
 from sentence_transformers import CrossEncoder
 
 from embtune.rerankers import add_lora, load_reranker

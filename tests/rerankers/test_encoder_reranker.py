@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import TRAIN_ROWS
+from tiny_rerankers import TRAIN_ROWS
 from sentence_transformers import CrossEncoder
 from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss, MultipleNegativesRankingLoss
 
@@ -31,9 +31,12 @@ def test_scores_equal_sentence_transformers_cross_encoder(tiny_encoder_reranker)
     reference = CrossEncoder(str(tiny_encoder_reranker), device="cpu")
     expected = reference.predict(PAIRS, activation_fn=torch.nn.Identity())
     np.testing.assert_allclose(score_pairs(ours, PAIRS), expected, rtol=0, atol=1e-6)
-    # rerank orders by those scores, best first
-    order = rerank(ours, PAIRS[0][0], [d for _, d in PAIRS])
-    assert [i for i, _ in order] == list(np.argsort(-expected, kind="stable"))
+    # rerank orders one query's documents by those scores, best first
+    docs = [d for _, d in PAIRS]
+    same_query = reference.predict([(PAIRS[0][0], d) for d in docs], activation_fn=torch.nn.Identity())
+    order = rerank(ours, PAIRS[0][0], docs)
+    assert [i for i, _ in order] == list(np.argsort(-same_query, kind="stable"))
+    assert [s for _, s in order] == pytest.approx(sorted(same_query, reverse=True), abs=1e-6)
 
 
 def test_fresh_head_on_an_embedder_folder_is_a_one_logit_classifier():

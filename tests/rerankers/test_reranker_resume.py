@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import TRAIN_ROWS
+from tiny_rerankers import TRAIN_ROWS
 from safetensors.torch import load_file
 from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 import time
 from typing import Any, Iterable, Mapping
 
@@ -57,13 +56,13 @@ def _embedder(model: Any) -> Any:
 def _reranker(value: Any) -> tuple[Any, bool]:
     """``(CrossEncoder, loaded here)``: ``value`` itself when it scores pairs (has ``predict``), else
     `load_reranker` of it (a folder, hub id or None: the embedded MiniLM with a fresh head)."""
-    if hasattr(value, "predict"):
-        return value, False
-    if value is not None and not isinstance(value, (str, os.PathLike)):
-        raise ConfigError(f"a reranker is a CrossEncoder, a folder or a hub id, got {type(value).__name__}")
-    from embtune.rerankers.loading import load_reranker
+    from embtune.rerankers.loading import as_reranker
 
-    return load_reranker(value, for_inference=True), True
+    try:
+        reranker = as_reranker(value)
+    except TypeError as exc:
+        raise ConfigError(str(exc)) from None
+    return reranker, reranker is not value
 
 
 def _release_memory() -> None:

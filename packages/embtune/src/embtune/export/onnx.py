@@ -112,10 +112,15 @@ def _tokens(model, texts: list[str], names: list[str]) -> list[torch.Tensor]:
     return [batch[n] for n in names]
 
 
-def _trace(graph: EmbeddingGraph, example: list[torch.Tensor], path: Path) -> None:
+def trace_graph(graph: torch.nn.Module, example: list[torch.Tensor], path: Path,
+                output_name: str = OUTPUT_NAME) -> None:
+    """Export ``graph`` (a module taking the token tensors named ``graph.input_names``, returning one
+    ``(batch, dim)`` tensor) to ONNX at ``path``: dynamic batch and sequence axes, output ``output_name``
+    with its fixed size written into the shape, TorchScript exporter (module docstring). In: the module,
+    example token tensors, the file path. Out: None."""
     names = graph.input_names
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
-    axes[OUTPUT_NAME] = {0: "batch"}
+    axes[output_name] = {0: "batch"}
     with warnings.catch_warnings():
         # The TorchScript exporter is deprecated in favour of dynamo (which needs onnxscript); it
         # still works in torch 2.13 and its warnings say nothing about this export.
@@ -123,7 +128,7 @@ def _trace(graph: EmbeddingGraph, example: list[torch.Tensor], path: Path) -> No
         with torch.no_grad():
             dim = int(graph(*example).shape[-1])
             torch.onnx.export(graph, tuple(example), str(path), dynamo=False, input_names=names,
-                              output_names=[OUTPUT_NAME], dynamic_axes=axes, opset_version=OPSET,
+                              output_names=[output_name], dynamic_axes=axes, opset_version=OPSET,
                               do_constant_folding=True)
     _fix_output_dim(path, dim)
 
@@ -139,6 +144,16 @@ def _fix_output_dim(path: Path, dim: int) -> None:
     onnx.save(model, str(path))
 
 
+def check_onnx_graph(path: Path) -> None:
+    """Run ``onnx.checker`` (full check) on the file at ``path``; ExportError when the graph is invalid."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"exported ONNX graph is invalid ({str(exc).splitlines()[0]})", path=path) from None
+
+
 def check_onnx_matches(path: Path, model, graph_inputs: list[str], texts: list[str],
                        min_cosine: float = 0.9999) -> float:
     """Run the ONNX file at ``path`` in onnxruntime on ``texts`` and compare with ``model.encode``.
@@ -146,13 +161,9 @@ def check_onnx_matches(path: Path, model, graph_inputs: list[str], texts: list[s
     Returns the lowest cosine similarity; raises ExportError when it is below ``min_cosine`` or the
     graph fails ``onnx.checker``.
     """
-    import onnx
     import onnxruntime as ort
 
-    try:
-        onnx.checker.check_model(str(path), full_check=True)
-    except onnx.checker.ValidationError as exc:
-        raise ExportError(f"exported ONNX graph is invalid ({str(exc).splitlines()[0]})", path=path) from None
+    check_onnx_graph(path)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     feeds = {n: t.numpy() for n, t in zip(graph_inputs, _tokens(model, texts, graph_inputs))}
     got = session.run([OUTPUT_NAME], feeds)[0]
@@ -181,7 +192,7 @@ def export_onnx(model_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
     graph = EmbeddingGraph(model, names).eval()
     with output_folder(out) as tmp:
         onnx_path = inside(tmp, "model.onnx")
-        _trace(graph, _tokens(model, TRACE_TEXTS, names), onnx_path)
+        trace_graph(graph, _tokens(model, TRACE_TEXTS, names), onnx_path)
         cosine = check_onnx_matches(onnx_path, model, names, CHECK_TEXTS)
         for name in TOKENIZER_FILES:
             if (st.path / name).is_file():

@@ -120,7 +120,9 @@ def parse_pooling_config(cfg: dict[str, Any], path: Path) -> tuple[str, bool, in
     return modes[0], include_prompt, dim
 
 
-def _max_seq_length(folder: Path, config: dict[str, Any]) -> int | None:
+def max_seq_length_of(folder: Path, config: dict[str, Any]) -> int | None:
+    """Token limit of a model folder: ``sentence_bert_config.json`` ``max_seq_length``, else the
+    tokenizer's ``model_max_length``, else ``max_position_embeddings`` (None when none is set)."""
     st_cfg = folder / "sentence_bert_config.json"
     if st_cfg.is_file():
         value = read_json(st_cfg).get("max_seq_length")
@@ -181,7 +183,7 @@ def read_st_folder(folder: str | os.PathLike) -> StFolder:
     return StFolder(
         path=path, config=config, modules=modules, pooling=pooling, include_prompt=include_prompt,
         embedding_dimension=dim, normalize=any(m.kind == "Normalize" for m in modules),
-        max_seq_length=_max_seq_length(path, config), prompts=dict(st_config.get("prompts") or {}),
+        max_seq_length=max_seq_length_of(path, config), prompts=dict(st_config.get("prompts") or {}),
         default_prompt_name=st_config.get("default_prompt_name"),
         similarity_fn_name=st_config.get("similarity_fn_name"),
         tokenizer=read_json(path / "tokenizer.json"),

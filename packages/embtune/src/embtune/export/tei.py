@@ -136,18 +136,21 @@ def legacy_modules(st: StFolder) -> list[dict[str, Any]]:
              "type": f"sentence_transformers.models.{kind}"} for i, kind in enumerate(kinds)]
 
 
-def _weight_files(st: StFolder) -> list[str]:
-    index = st.path / "model.safetensors.index.json"
+def weight_files(folder: Path) -> list[str]:
+    """The weight files of a model folder to copy: ``model.safetensors``, or the index and its shards."""
+    index = folder / "model.safetensors.index.json"
     if not index.is_file():
         return ["model.safetensors"]
     return ["model.safetensors.index.json", *sorted(set(read_json(index)["weight_map"].values()))]
 
 
-def _max_seq_length(st: StFolder) -> int:
-    limit = int(st.config.get("max_position_embeddings") or 512)
-    if st.model_type in ("roberta", "xlm-roberta", "camembert"):
-        limit -= int(st.config.get("pad_token_id", 1)) + 1
-    return min(st.max_seq_length or limit, limit)
+def tei_max_input_length(config: dict[str, Any], requested: int | None) -> int:
+    """The ``max_seq_length`` to write for TEI: ``requested`` (None: no limit of its own) capped at the
+    positions the model has (``max_position_embeddings``, less RoBERTa's ``pad_token_id + 1`` offset)."""
+    limit = int(config.get("max_position_embeddings") or 512)
+    if config.get("model_type") in ("roberta", "xlm-roberta", "camembert"):
+        limit -= int(config.get("pad_token_id", 1)) + 1
+    return min(requested or limit, limit)
 
 
 def _readme(st: StFolder) -> str:
@@ -174,7 +177,7 @@ def export_tei(model_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
     st = read_st_folder(model_dir)
     check_tei_support(st)
     with output_folder(out) as tmp:
-        for name in _weight_files(st):
+        for name in weight_files(st.path):
             copy_file(model_file(st.path, name, st.path / "model.safetensors.index.json"), tmp, name)
         for name in TOKENIZER_FILES:
             if (st.path / name).is_file():
@@ -191,8 +194,8 @@ def export_tei(model_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
                       tmp, f"{out_path}/model.safetensors")
         if st.normalize:
             inside(tmp, modules[-1]["path"]).mkdir()
-        write_json(tmp, "sentence_bert_config.json",
-                   {"max_seq_length": _max_seq_length(st), "do_lower_case": False})
+        max_length = tei_max_input_length(st.config, st.max_seq_length)
+        write_json(tmp, "sentence_bert_config.json", {"max_seq_length": max_length, "do_lower_case": False})
         write_json(tmp, "config_sentence_transformers.json", {
             "__version__": {"embtune": __version__}, "prompts": st.prompts,
             "default_prompt_name": st.default_prompt_name,

@@ -45,6 +45,19 @@ REQUIRED_FIELDS["gemma3_text"] = (
 #: Activations TEI's ``DenseActivation`` parses in ``{n}_Dense/config.json`` (models/dense.rs).
 TEI_DENSE_ACTIVATIONS = frozenset({"torch.nn.modules.activation.Tanh", "torch.nn.modules.linear.Identity"})
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
+#: Rerankers: the ``model_type`` values whose TEI classifier head serves a ``*ForSequenceClassification``
+#: on CPU, with the weight names that head loads (backends/candle/src/models/{bert,distilbert,
+#: modernbert}.rs). BERT's pooler is optional to TEI (skipped when ``bert.pooler.dense`` is absent)
+#: but always applied by transformers, so it is required here. TEI refuses a classifier for MPNet,
+#: Nomic, Qwen2/3, Gemma3, Mistral; flash DistilBERT (CUDA fp16) has none either.
+TEI_RERANKER_HEADS = {
+    "bert": ("bert.pooler.dense.weight", "classifier.weight", "classifier.bias"),
+    "distilbert": ("pre_classifier.weight", "classifier.weight", "classifier.bias"),
+    "modernbert": ("head.dense.weight", "classifier.weight", "classifier.bias"),
+}
+for _t in ("camembert", "roberta", "xlm-roberta"):
+    TEI_RERANKER_HEADS[_t] = ("classifier.dense.weight", "classifier.out_proj.weight",
+                              "classifier.out_proj.bias")
 
 
 def _load(path: Path, problems: list[str]) -> Any:
@@ -57,13 +70,15 @@ def _load(path: Path, problems: list[str]) -> Any:
     return None
 
 
-def _check_config(folder: Path, problems: list[str]) -> dict[str, Any]:
+def _check_config(folder: Path, problems: list[str], reranker: bool = False) -> dict[str, Any]:
     config = _load(folder / "config.json", problems)
     if not isinstance(config, dict):
         return {}
     archs = config.get("architectures")
     if not (isinstance(archs, list) and archs and all(isinstance(a, str) for a in archs)):
         problems.append("config.json needs a non-empty `architectures` list (ModelConfig.architectures)")
+    elif reranker:
+        _check_reranker_config(config, archs, problems)
     elif any(a.endswith("Classification") for a in archs):
         problems.append(f"config.json architectures {archs} end in Classification: "
                         "TEI would serve a classifier")
@@ -72,6 +87,8 @@ def _check_config(folder: Path, problems: list[str]) -> dict[str, Any]:
         problems.append("config.json needs a `model_type` string")
     elif model_type not in TEI_CPU_MODEL_TYPES | TEI_CUDA_ONLY_MODEL_TYPES:
         problems.append(f"TEI serves no model_type {model_type!r}")
+    elif reranker and model_type not in TEI_RERANKER_HEADS:
+        problems.append(f"TEI has no classifier (reranker) head for model_type {model_type!r}")
     missing = [f for f in REQUIRED_FIELDS.get(model_type, ()) if f not in config]
     if missing:
         problems.append(f"config.json lacks fields TEI's {model_type} config requires: {', '.join(missing)}")
@@ -90,6 +107,46 @@ def _check_config(folder: Path, problems: list[str]) -> dict[str, Any]:
         if "rope_theta" not in config and "rope_parameters" not in config:
             problems.append("Qwen3 config.json needs rope_theta or rope_parameters")
     return config
+
+
+def _check_reranker_config(config: dict[str, Any], archs: list[str], problems: list[str]) -> None:
+    """A reranker: classifier mode (an architecture ending in Classification) with exactly one label,
+    which makes TEI serve ``/rerank`` (``id2label`` and ``label2id`` both required) — router/src/lib.rs."""
+    if not any(a.endswith("Classification") for a in archs):
+        problems.append(f"config.json architectures {archs}: none ends in Classification, so TEI would "
+                        "serve embeddings, not /rerank")
+    id2label, label2id = config.get("id2label"), config.get("label2id")
+    if not isinstance(id2label, dict) or not isinstance(label2id, dict):
+        problems.append("config.json needs `id2label` and `label2id` (TEI's classifier mode)")
+    elif len(id2label) != 1:
+        problems.append(f"config.json id2label has {len(id2label)} labels: TEI serves /rerank for one label "
+                        "only (more make a classifier)")
+
+
+def weight_keys(folder: Path) -> set[str]:
+    """Tensor names of the folder's safetensors weights (single file, or the index's weight map)."""
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        return set(json.loads(index.read_text(encoding="utf-8")).get("weight_map", {}))
+    from safetensors import safe_open
+
+    with safe_open(str(folder / "model.safetensors"), "np") as fh:
+        return set(fh.keys())
+
+
+def _check_reranker_head(folder: Path, model_type: str, problems: list[str]) -> None:
+    needed = TEI_RERANKER_HEADS.get(model_type)
+    if not needed or not ((folder / "model.safetensors").is_file()
+                          or (folder / "model.safetensors.index.json").is_file()):
+        return  # reported by _check_config / _check_weights
+    try:
+        keys = weight_keys(folder)
+    except Exception:  # noqa: BLE001 - a corrupt file is reported by _check_weights
+        return
+    missing = [k for k in needed if k not in keys]
+    if missing:
+        problems.append(f"the weights lack the score head TEI's {model_type} classifier loads: "
+                        f"{', '.join(missing)}")
 
 
 def _check_weights(folder: Path, problems: list[str]) -> None:
@@ -203,11 +260,12 @@ def _check_dense(path: Path, problems: list[str]) -> None:
         problems.append(f"{path.name}/model.safetensors lacks linear.weight/linear.bias")
 
 
-def validate_tei_folder(folder: str | os.PathLike) -> None:
+def validate_tei_folder(folder: str | os.PathLike, *, reranker: bool = False) -> None:
     """Check that TEI (text-embeddings-router --model-id FOLDER) would load and serve ``folder``.
 
-    Input: a model folder. Returns None when every rule holds; otherwise raises ExportError whose
-    message lists every problem found. Rules and their sources (TEI @ 0d124dc9):
+    Input: a model folder; ``reranker`` checks it is served as a reranker (``/rerank``) instead of an
+    embedder. Returns None when every rule holds; otherwise raises ExportError whose message lists
+    every problem found. Rules and their sources (TEI @ 0d124dc9):
 
     * ``config.json`` is required and parses as ``ModelConfig`` (``architectures`` list and
       ``model_type`` required; an architecture ending in ``Classification`` switches to classifier
@@ -229,15 +287,22 @@ def validate_tei_folder(folder: str | os.PathLike) -> None:
       ``rope_theta`` — backends/candle/src/models/gemma3.rs.
     * ``sentence_bert_config.json``, if present, has an integer ``max_seq_length`` (``STConfig``);
       ``config_sentence_transformers.json`` prompts map names to strings (``NewSTConfig``).
+    * Rerankers (``reranker=True``) instead: an architecture ending in ``Classification`` with one
+      label in ``id2label`` and a ``label2id`` (router/src/lib.rs: one label = ``/rerank``), a
+      ``model_type`` whose candle model has a classifier head and the head's weights under the names
+      it loads (`TEI_RERANKER_HEADS`); no pooling file (classifiers pool as their head does).
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise ExportError("not a folder", path=folder)
     problems: list[str] = []
-    config = _check_config(folder, problems)
+    config = _check_config(folder, problems, reranker)
     _check_tokenizer(folder, problems)
     _check_weights(folder, problems)
-    _check_pooling(folder, str(config.get("model_type", "")), problems)
+    if reranker:
+        _check_reranker_head(folder, str(config.get("model_type", "")), problems)
+    else:
+        _check_pooling(folder, str(config.get("model_type", "")), problems)
     _check_st_files(folder, config, problems)
     if problems:
         raise ExportError("TEI would not serve this folder: " + "; ".join(problems), path=folder)

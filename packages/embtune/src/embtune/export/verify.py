@@ -2,7 +2,8 @@
 
 Used by the tests and by ``examples/benchmarks/export_parity.py``; handy for users who want to
 check an export before shipping it. Each function takes a path and texts and returns numpy arrays
-(one L2-normalised row per text) or token id lists.
+(one L2-normalised row per text) or token id lists; the reranker ones take (query, document) pairs
+and return one raw score per pair.
 """
 from __future__ import annotations
 
@@ -102,3 +103,44 @@ def onnx_embeddings(folder: str | os.PathLike, texts: list[str]) -> np.ndarray:
     session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
     out = session.run([info["output"]], {name: batch[name].astype(np.int64) for name in info["inputs"]})[0]
     return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+#: Probe (query, document) pairs for reranker parity checks: relevant and not, punctuation, numbers,
+#: accents, a document long enough to be truncated by short ``max_length`` settings.
+RERANK_PAIRS = [
+    ("what makes proteins fold", "Protein folding is driven by hydrophobic collapse."),
+    ("what makes proteins fold", "Mitosis splits one cell into two."),
+    ("is coffee bad for the heart?", "Moderate coffee intake (3-4 cups/day) shows no cardiac harm."),
+    ("Café crème brûlée", "A naïve façade à São Paulo."),
+    ("aerobic exercise and blood pressure", LONG_TEXT),
+]
+
+
+def reference_scores(folder: str | os.PathLike, pairs: list[tuple[str, str]]) -> np.ndarray:
+    """Raw scores (logits) of ``pairs`` from the reranker ``folder`` loaded as a sentence-transformers
+    CrossEncoder (`embtune.rerankers.load_reranker`, fp32, CPU) and scored with `score_pairs`."""
+    import torch
+
+    from embtune.rerankers import load_reranker, score_pairs
+
+    model = load_reranker(folder, device="cpu", dtype=torch.float32, for_inference=True)
+    return score_pairs(model, pairs, batch_size=len(pairs) or 1)
+
+
+def onnx_scores(folder: str | os.PathLike, pairs: list[tuple[str, str]]) -> np.ndarray:
+    """Raw scores of ``pairs`` from a reranker ONNX export (``folder/model.onnx`` in onnxruntime, the
+    folder's tokenizer given each pair as a text pair, truncated as ``onnx_export.json`` says).
+    Out: float32 array, one score per pair."""
+    import json
+
+    import onnxruntime as ort
+    from transformers import AutoTokenizer
+
+    folder = Path(folder)
+    info = json.loads((folder / "onnx_export.json").read_text(encoding="utf-8"))
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    batch = tokenizer([q for q, _ in pairs], [d for _, d in pairs], padding=True, truncation=True,
+                      max_length=info["max_seq_length"], return_tensors="np")
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    out = session.run([info["output"]], {name: batch[name].astype(np.int64) for name in info["inputs"]})[0]
+    return np.asarray(out, dtype=np.float32).reshape(len(pairs))

@@ -17,6 +17,7 @@ from typing import Any
 _EXPORTS = {
     "load_reranker": "embtune.rerankers.loading",
     "is_reranker": "embtune.rerankers.loading",
+    "as_reranker": "embtune.rerankers.loading",
     "add_lora": "embtune.rerankers.adapters",
     "save_reranker": "embtune.rerankers.adapters",
     "get_reranker_loss": "embtune.rerankers.losses",

@@ -48,6 +48,18 @@ def is_reranker(model: Any) -> bool:
     return isinstance(model, CrossEncoder)
 
 
+def as_reranker(value: Any, **options: Any) -> Any:
+    """A reranker ready to score: ``value`` itself when it scores pairs (a CrossEncoder, or any object
+    with ``predict``), else `load_reranker(value, for_inference=True, **options)` for a folder, a hub id
+    or None (the embedded MiniLM with a fresh head). TypeError for anything else."""
+    if is_reranker(value) or callable(getattr(value, "predict", None)):
+        return value
+    if value is not None and not isinstance(value, (str, os.PathLike)):
+        raise TypeError("a reranker is a sentence-transformers CrossEncoder, a folder or a hub id, "
+                        f"got {type(value).__name__}")
+    return load_reranker(value, for_inference=True, **options)
+
+
 def saved_as_cross_encoder(folder: str | os.PathLike) -> bool:
     """True when ``folder`` is a saved sentence-transformers CrossEncoder or a HF sequence-classification
     model (a reranker whose head is kept). In: a local folder. Out: bool."""
@@ -130,7 +142,7 @@ def load_reranker(
     elif instruction is not None:
         raise ConfigError("instruction applies to decoder rerankers (Qwen3-Reranker style) only")
     if max_length is not None:
-        model.max_length = max_length
+        model.max_seq_length = max_length
     for param in model.parameters():
         param.requires_grad_(full_finetuning)
     if for_inference:
