@@ -40,8 +40,7 @@ def train_reranker_command(data, out, model, loss, qlora, full, lora_r, epochs, 
                            max_length, instruction, save_steps, seed, quiet):
     """Train a reranker on DATA and write it, merged, to OUT/reranker."""
     from embtune.pipeline.training import load_train_data
-    from embtune.rerankers import add_lora, load_reranker, save_reranker
-    from embtune.training import TrainConfig, train
+    from embtune.rerankers.training import train_reranker
 
     if qlora and full:
         raise ConfigError("--qlora and --full exclude each other (4-bit weights cannot be trained fully)")
@@ -50,15 +49,9 @@ def train_reranker_command(data, out, model, loss, qlora, full, lora_r, epochs, 
         from embtune.data import as_pairs_data
 
         rows = as_pairs_data(rows)  # a bad file fails here, before the model loads
-    reranker = load_reranker(model, max_length=max_length, load_in_4bit=qlora, full_finetuning=full,
-                             instruction=instruction)
-    if not full:
-        add_lora(reranker, r=lora_r, lora_alpha=2 * lora_r, random_state=seed)
-    out = Path(out)
-    config = TrainConfig(output_dir=str(out), epochs=epochs, batch_size=batch_size,
-                         learning_rate=learning_rate or (3e-5 if full else 2e-4), seed=seed,
-                         save_steps=save_steps, resume=True, show_progress=not quiet)
-    result = train(reranker, rows, loss=loss, config=config)
-    save_reranker(reranker, out / "reranker")
+    _, result, folder = train_reranker(rows, out, base=model, loss=loss, qlora=qlora, full=full, lora_r=lora_r,
+                                       learning_rate=learning_rate, max_length=max_length, instruction=instruction,
+                                       epochs=epochs, batch_size=batch_size, seed=seed, save_steps=save_steps,
+                                       show_progress=not quiet)
     loss_text = "n/a" if result.final_loss is None else f"{result.final_loss:.4f}"
-    click.echo(f"trained {result.global_step} steps, final loss {loss_text}; reranker in {out / 'reranker'}")
+    click.echo(f"trained {result.global_step} steps, final loss {loss_text}; reranker in {folder}")

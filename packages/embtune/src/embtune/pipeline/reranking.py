@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 RERANKER = "reranker"
 RERANKER_RUN = "reranker-run"
 TWO_STAGE = "work/two_stage.json"
-FULL_LR = 3e-5
 
 
 def reranker_max_length(settings: "RunSettings") -> int:
@@ -56,22 +55,16 @@ def reranker_train_stage(pairs_path: Path, run_dir: Path, settings: "RunSettings
     Out: ``{"steps", "final_loss", "loss_history", "resumed_from", "path"}``.
     """
     from embtune.pipeline.training import corpus_pairs_data
-    from embtune.rerankers import add_lora, load_reranker, save_reranker
-    from embtune.training import TrainConfig, train
+    from embtune.rerankers.training import train_reranker
 
-    rows = corpus_pairs_data(pairs_path)
-    model = load_reranker(reranker_base(settings), max_length=reranker_max_length(settings),
-                          load_in_4bit=settings.qlora, full_finetuning=settings.full, dtype=settings.dtype,
-                          trust_remote_code=settings.trust_remote_code, allow_pickle=settings.allow_pickle)
-    if not settings.full:
-        add_lora(model, r=settings.lora_r, lora_alpha=settings.lora_alpha or 2 * settings.lora_r,
-                 random_state=settings.seed)
-    config = TrainConfig(output_dir=str(run_dir / RERANKER_RUN), epochs=settings.epochs, max_steps=settings.max_steps,
-                         batch_size=settings.batch_size, seed=settings.seed, save_steps=settings.save_steps,
-                         learning_rate=FULL_LR if settings.full else settings.learning_rate,
-                         logging_steps=settings.logging_steps, show_progress=settings.show_progress)
-    result = train(model, rows, loss="listwise", config=config)
-    save_reranker(model, run_dir / RERANKER)
+    _, result, _ = train_reranker(
+        corpus_pairs_data(pairs_path), run_dir / RERANKER_RUN, save_to=run_dir / RERANKER,
+        base=reranker_base(settings), loss="listwise", qlora=settings.qlora, full=settings.full,
+        lora_r=settings.lora_r, lora_alpha=settings.lora_alpha,
+        learning_rate=None if settings.full else settings.learning_rate, max_length=reranker_max_length(settings),
+        dtype=settings.dtype, trust_remote_code=settings.trust_remote_code, allow_pickle=settings.allow_pickle,
+        epochs=settings.epochs, max_steps=settings.max_steps, batch_size=settings.batch_size, seed=settings.seed,
+        save_steps=settings.save_steps, logging_steps=settings.logging_steps, show_progress=settings.show_progress)
     return {"steps": result.global_step,
             "final_loss": None if result.final_loss is None else round(result.final_loss, 6),
             "loss_history": [[int(s), float(v)] for s, v in result.loss_history],

@@ -4,7 +4,8 @@ A reranker is a sentence-transformers ``CrossEncoder`` (encoder + one-logit head
 Qwen3-Reranker-style decoder scoring "yes" vs "no"), so ST code accepts it. Load or build one with
 `load_reranker`, attach LoRA with `add_lora` (QLoRA when loaded in 4-bit) or load it with
 ``full_finetuning=True``, train it with ``embtune.train(model, pairs, loss="listwise" | "bce", config)``
-(the embedder's loop: checkpoints, exact resume, multi-process) and save it with `save_reranker`.
+(the embedder's loop: checkpoints, exact resume, multi-process) and save it with `save_reranker`;
+`train_reranker` does those four steps in one call.
 `rerank` reorders candidates; `embtune.eval.two_stage` measures two-stage retrieval.
 
 Names are imported lazily, so importing this package does not import torch.
@@ -20,6 +21,7 @@ _EXPORTS = {
     "as_reranker": "embtune.rerankers.loading",
     "add_lora": "embtune.rerankers.adapters",
     "save_reranker": "embtune.rerankers.adapters",
+    "train_reranker": "embtune.rerankers.training",
     "get_reranker_loss": "embtune.rerankers.losses",
     "RERANKER_LOSSES": "embtune.rerankers.losses",
     "rerank": "embtune.rerankers.scoring",
