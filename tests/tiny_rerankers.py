@@ -48,3 +48,10 @@ TRAIN_ROWS = [
     ("how big can a database be", "The maximum database size is 281 TB.", "Paris is in France.", "Tea is hot."),
     ("what is a savepoint", "A SAVEPOINT marks a point in a transaction.", "Dogs bark.", "Snow is cold."),
 ]
+
+#: Candidate texts and a query of the plug-in tests (LangChain compressor, LlamaIndex postprocessor).
+RERANK_TEXTS = ["Protein folding is driven by hydrophobic collapse.", "Mitosis splits one cell into two.",
+                "Moderate coffee intake shows no cardiac harm.", "OCA2 variants largely set eye colour.",
+                "Chaperones help proteins reach their native fold.", "Meiosis halves the chromosome number.",
+                "Caffeine raises blood pressure for a few hours.", "Melanin levels set skin and eye colour."]
+RERANK_QUERY = "how do proteins fold"

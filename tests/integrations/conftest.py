@@ -35,6 +35,14 @@ def tiny_reranker_folder(tmp_path_factory) -> str:
     return str(build_tiny_reranker(tmp_path_factory.mktemp("tiny-reranker"), "bert", max_length=64))
 
 
+@pytest.fixture(scope="module")
+def crossencoder(tiny_reranker_folder):
+    """The tiny reranker loaded for scoring (embtune.rerankers.load_reranker, CPU, eval mode)."""
+    from embtune.rerankers import load_reranker
+
+    return load_reranker(tiny_reranker_folder, device="cpu", for_inference=True)
+
+
 @pytest.fixture(scope="session")
 def tiny_st(tmp_path_factory):
     """An in-memory tiny SentenceTransformer with distinct query/document prompts."""

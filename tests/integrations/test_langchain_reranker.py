@@ -17,20 +17,9 @@ from langchain_core.vectorstores import InMemoryVectorStore  # noqa: E402
 from langchain_tests.integration_tests import RetrieversIntegrationTests  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 
-from embtune.rerankers import load_reranker, score_pairs  # noqa: E402
+from embtune.rerankers import score_pairs  # noqa: E402
+from tiny_rerankers import RERANK_QUERY as QUERY, RERANK_TEXTS as TEXTS  # noqa: E402
 from embtune_langchain import EmbtuneEmbeddings, EmbtuneReranker  # noqa: E402
-
-TEXTS = ["Protein folding is driven by hydrophobic collapse.", "Mitosis splits one cell into two.",
-         "Moderate coffee intake shows no cardiac harm.", "OCA2 variants largely set eye colour.",
-         "Chaperones help proteins reach their native fold.", "Meiosis halves the chromosome number.",
-         "Caffeine raises blood pressure for a few hours.", "Melanin levels set skin and eye colour."]
-QUERY = "how do proteins fold"
-
-
-@pytest.fixture(scope="module")
-def crossencoder(tiny_reranker_folder):
-    return load_reranker(tiny_reranker_folder, device="cpu", for_inference=True)
-
 
 @pytest.fixture(scope="module")
 def store(tiny_st):

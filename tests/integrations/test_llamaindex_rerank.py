@@ -16,20 +16,9 @@ from llama_index.core.postprocessor import SentenceTransformerRerank  # noqa: E4
 from llama_index.core.postprocessor.types import BaseNodePostprocessor  # noqa: E402
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, TextNode  # noqa: E402
 
-from embtune.rerankers import load_reranker, score_pairs  # noqa: E402
+from embtune.rerankers import score_pairs  # noqa: E402
+from tiny_rerankers import RERANK_QUERY as QUERY, RERANK_TEXTS as TEXTS  # noqa: E402
 from embtune_llamaindex import EmbtuneEmbedding, EmbtuneRerank  # noqa: E402
-
-TEXTS = ["Protein folding is driven by hydrophobic collapse.", "Mitosis splits one cell into two.",
-         "Moderate coffee intake shows no cardiac harm.", "OCA2 variants largely set eye colour.",
-         "Chaperones help proteins reach their native fold.", "Meiosis halves the chromosome number.",
-         "Caffeine raises blood pressure for a few hours.", "Melanin levels set skin and eye colour."]
-QUERY = "how do proteins fold"
-
-
-@pytest.fixture(scope="module")
-def crossencoder(tiny_reranker_folder):
-    return load_reranker(tiny_reranker_folder, device="cpu", for_inference=True)
-
 
 @pytest.fixture(scope="module")
 def retrieved(tiny_st):
