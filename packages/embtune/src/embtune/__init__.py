@@ -6,8 +6,8 @@ The public API is imported lazily so that ``embtune --help`` and ``import embtun
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from embtune.lazy import lazy_exports
+
 
 __version__ = "0.1.0"
 
@@ -25,10 +25,4 @@ _EXPORTS = {
 __all__ = [*_EXPORTS, "__version__"]
 
 
-def __getattr__(name: str) -> Any:
-    """Import the public name ``name`` from its module on first use."""
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'embtune' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

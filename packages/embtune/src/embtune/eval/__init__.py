@@ -6,8 +6,8 @@ can be imported without torch (the command line checks its inputs before torch l
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from embtune.lazy import lazy_exports
+
 
 _EXPORTS = {
     "METRIC_NAMES": "embtune.eval.metrics",
@@ -22,11 +22,5 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """In: an exported name. Out: the object, imported from its module on first use."""
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'embtune.eval' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
-
-
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 __all__ = sorted(_EXPORTS)

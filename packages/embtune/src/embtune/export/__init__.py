@@ -7,8 +7,8 @@ does not pull in gguf, onnx or onnxruntime.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from embtune.lazy import lazy_exports
+
 
 _EXPORTS = {
     "export_model": "embtune.export.api",
@@ -28,10 +28,4 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    """Import the public name ``name`` from its module on first use."""
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'embtune.export' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -5,14 +5,7 @@
 """
 from __future__ import annotations
 
-from typing import Any
+from embtune.lazy import lazy_exports
 
 __all__ = ["FastSentenceTransformer"]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "FastSentenceTransformer":
-        from embtune.models.fast_sentence_transformer import FastSentenceTransformer
-
-        return FastSentenceTransformer
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, {"FastSentenceTransformer": "embtune.models.fast_sentence_transformer"})

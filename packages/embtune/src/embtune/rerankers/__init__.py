@@ -12,8 +12,8 @@ Names are imported lazily, so importing this package does not import torch.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from embtune.lazy import lazy_exports
+
 
 _EXPORTS = {
     "load_reranker": "embtune.rerankers.loading",
@@ -30,10 +30,4 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    """Import the public name ``name`` from its module on first use."""
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'embtune.rerankers' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -4,17 +4,8 @@ See ``embtune.training.loop`` for why embtune runs its own lean loop and what on
 ``train`` is imported on first use (PEP 562), so reading ``TrainConfig``'s defaults (the CLI does)
 does not import torch.
 """
-from typing import Any
-
+from embtune.lazy import lazy_exports
 from embtune.training.config import TrainConfig, TrainResult
 
 __all__ = ["TrainConfig", "TrainResult", "train"]
-
-
-def __getattr__(name: str) -> Any:
-    """``train`` from ``embtune.training.loop`` on first access; AttributeError for anything else."""
-    if name == "train":
-        from embtune.training.loop import train
-
-        return train
-    raise AttributeError(f"module 'embtune.training' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, {"train": "embtune.training.loop"})
