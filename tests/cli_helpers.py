@@ -75,3 +75,20 @@ def saved(run: Path) -> dict:
 def fingerprint(run: Path) -> dict:
     newest = max((run / "checkpoints").iterdir(), key=lambda p: int(p.name.split("-")[1]))
     return json.loads((newest / "state.json").read_text())["fingerprint"]
+
+
+TINY_BEIR_DOCS = ["a cat sat on the mat", "dogs bark at night", "the stock market fell", "rain in spain",
+                  "a kitten on a rug", "interest rates rose"]
+
+
+def write_tiny_beir(root: Path) -> Path:
+    """Write a 6-document BEIR folder (corpus.jsonl, queries.jsonl, qrels/test.tsv with 2 queries, one of
+    them with a grade-2 document) into ``root``; returns ``root``."""
+    (root / "qrels").mkdir(parents=True, exist_ok=True)
+    (root / "corpus.jsonl").write_text("".join(json.dumps({"_id": f"d{i}", "text": t}) + "\n"
+                                               for i, t in enumerate(TINY_BEIR_DOCS)))
+    (root / "queries.jsonl").write_text('{"_id": "q1", "text": "cats on mats"}\n'
+                                        '{"_id": "q2", "text": "markets and rates"}\n')
+    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td0\t1\nq1\td4\t1\n"
+                                             "q2\td2\t1\nq2\td5\t2\n")
+    return root

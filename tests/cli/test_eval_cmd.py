@@ -7,6 +7,8 @@ import sys
 import pytest
 from click.testing import CliRunner
 
+from cli_helpers import write_tiny_beir
+
 from embtune.cli import main
 
 
@@ -21,15 +23,7 @@ def test_eval_runs_without_embtune_faiss(monkeypatch, tmp_path, tiny_model):
 
     for name in ("embtune_faiss", "embtune_faiss.evaluation", "embtune_faiss.cli"):
         monkeypatch.setitem(sys.modules, name, None)  # as if embtune-faiss were not installed
-    (tmp_path / "qrels").mkdir()
-    docs = ["a cat sat on the mat", "dogs bark at night", "the stock market fell", "rain in spain",
-            "a kitten on a rug", "interest rates rose"]
-    (tmp_path / "corpus.jsonl").write_text("".join(json.dumps({"_id": f"d{i}", "text": t}) + "\n"
-                                                   for i, t in enumerate(docs)))
-    (tmp_path / "queries.jsonl").write_text('{"_id": "q1", "text": "cats on mats"}\n'
-                                            '{"_id": "q2", "text": "markets and rates"}\n')
-    (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td0\t1\nq1\td4\t1\n"
-                                                 "q2\td2\t1\nq2\td5\t2\n")
+    write_tiny_beir(tmp_path)
     result = CliRunner().invoke(main, ["eval", tiny_model, "--data", str(tmp_path), "--dims", "64,16", "--json"])
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)

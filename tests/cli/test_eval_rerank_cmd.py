@@ -7,23 +7,15 @@ import json
 import pytest
 from click.testing import CliRunner
 
+from cli_helpers import write_tiny_beir
+
 from embtune.cli import main
 
-DOCS = ["a cat sat on the mat", "dogs bark at night", "the stock market fell", "rain in spain",
-        "a kitten on a rug", "interest rates rose"]
 
 
 @pytest.fixture(scope="module")
 def beir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("beir")
-    (root / "qrels").mkdir()
-    (root / "corpus.jsonl").write_text("".join(json.dumps({"_id": f"d{i}", "text": t}) + "\n"
-                                               for i, t in enumerate(DOCS)))
-    (root / "queries.jsonl").write_text('{"_id": "q1", "text": "cats on mats"}\n'
-                                        '{"_id": "q2", "text": "markets and rates"}\n')
-    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td0\t1\nq1\td4\t1\n"
-                                             "q2\td2\t1\nq2\td5\t2\n")
-    return root
+    return write_tiny_beir(tmp_path_factory.mktemp("beir"))
 
 
 def _run(*args):
