@@ -84,9 +84,7 @@ class FastSentenceTransformer(SentenceTransformer):
         Returns:
             A FastSentenceTransformer on ``device``.
         """
-        if full_finetuning and load_in_4bit:
-            raise ConfigError("full_finetuning and load_in_4bit exclude each other (4-bit weights cannot be "
-                              "trained); use QLoRA (load_in_4bit + get_peft_model) or full fine-tuning")
+        loading.check_training_mode(full_finetuning, load_in_4bit)
         loading.check_load_arguments(max_seq_length, pooling)
         if instruction is not None and prompts and prompts.get("query") is not None:
             raise ConfigError("give either an instruction or a query prompt, not both (the instruction becomes "

@@ -81,6 +81,13 @@ def check_safe_weights(folder: str | os.PathLike, allow_pickle: bool = False) ->
                                  path=pickles[0])
 
 
+def check_training_mode(full_finetuning: bool, load_in_4bit: bool) -> None:
+    """ConfigError when full fine-tuning is asked of a 4-bit model (its nf4 weights cannot be trained)."""
+    if full_finetuning and load_in_4bit:
+        raise ConfigError("full_finetuning and load_in_4bit exclude each other (4-bit weights cannot be trained); "
+                          "use QLoRA (load_in_4bit + a LoRA adapter) or full fine-tuning")
+
+
 def check_load_arguments(max_seq_length: Any, pooling: Any) -> None:
     """ConfigError for a ``max_seq_length`` below 1 or an unknown ``pooling`` mode, before any loading."""
     if max_seq_length is not None and (isinstance(max_seq_length, bool) or not isinstance(max_seq_length, int)

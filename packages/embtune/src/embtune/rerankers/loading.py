@@ -111,8 +111,7 @@ def load_reranker(
 
     from embtune.models.names import resolve_model
 
-    if full_finetuning and load_in_4bit:
-        raise ConfigError("full_finetuning and load_in_4bit exclude each other (4-bit weights cannot be trained)")
+    loading.check_training_mode(full_finetuning, load_in_4bit)
     if max_length is not None and (not isinstance(max_length, int) or max_length < 8):
         raise ConfigError(f"max_length must be an integer >= 8, got {max_length!r}")
     device = torch.device(device) if device is not None else default_device()
