@@ -1,8 +1,12 @@
 """Test-wide settings: offline, deterministic, quiet."""
 import os
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Per-machine measurements (attention choice ...) go to a folder of this test session, not ~/.cache;
+# worker processes the tests start inherit it.
+os.environ["EMBTUNE_CACHE_DIR"] = tempfile.mkdtemp(prefix="embtune-test-cache-")
 
 # tests/ is on sys.path (pytest's rootdir conftest import), so every test can
 # ``from tiny_models import ...`` for the no-download tiny models.

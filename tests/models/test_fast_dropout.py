@@ -1,13 +1,11 @@
-"""FastDropout (numpy SFC64 masks) against nn.Dropout's contract, and the fp32 CPU attention choice."""
+"""FastDropout (numpy SFC64 masks) against nn.Dropout's contract."""
 from __future__ import annotations
 
 import math
 
 import pytest
 import torch
-import torch.nn.functional as F
-from embtune import FastSentenceTransformer, device
-from embtune.models import varlen_attention
+from embtune import FastSentenceTransformer
 from embtune.models.fast_dropout import FastDropout, fast_dropout, keep_mask, use_fast_dropout
 from tiny_models import build_tiny_hf, randomize_lora_b
 
@@ -89,33 +87,6 @@ def test_use_fast_dropout_swaps_every_dropout_and_back(tmp_path):
     out = model(model.preprocess(["a short text", "another, somewhat longer, text"]))["sentence_embedding"]
     out.sum().backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters() if "lora_B" in n)
-
-
-def test_attention_dtype_rule(monkeypatch):
-    cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert device.attention_dtype(torch.float32, cpu) == torch.float32
-    assert device.attention_dtype(torch.bfloat16, cuda) == torch.bfloat16
-    monkeypatch.setattr(device, "cpu_has_amx_bf16", lambda: False)
-    assert device.attention_dtype(torch.bfloat16, cpu) == torch.float32
-    monkeypatch.setattr(device, "cpu_has_amx_bf16", lambda: True)
-    assert device.attention_dtype(torch.bfloat16, cpu) == torch.bfloat16
-
-
-@pytest.mark.parametrize("amx", [False, True])
-def test_bf16_attention_matches_float64_either_way(monkeypatch, amx):
-    monkeypatch.setattr(device, "cpu_has_amx_bf16", lambda: amx)
-    gen = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(3, 4, 20, 16, generator=gen).to(torch.bfloat16).requires_grad_() for _ in range(3))
-    key_mask = torch.ones(3, 20, dtype=torch.bool)
-    key_mask[1, 15:] = False
-    out = varlen_attention.attend(q, k, v, key_mask, causal=False, window=None, scaling=0.25, dropout=0.0,
-                                  eager=False)
-    assert out.dtype == torch.bfloat16
-    ref = F.scaled_dot_product_attention(q.double(), k.double(), v.double(),
-                                         attn_mask=key_mask[:, None, None, :], scale=0.25)
-    assert (out.double() - ref).abs().max() < 2e-2
-    out.float().sum().backward()
-    assert q.grad.dtype == torch.bfloat16 and torch.isfinite(q.grad.float()).all()
 
 
 def test_gradcache_replays_fast_dropout_masks(tmp_path):

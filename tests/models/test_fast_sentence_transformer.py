@@ -39,7 +39,7 @@ def tiny_dirs(tmp_path_factory):
     return {fam: build_tiny_hf(root / fam, fam) for fam in (*PACKED_FAMILIES, "mpnet")}
 
 
-def _load(folder, packing: bool, dtype=torch.float32, lora: bool = False, attention: str = "bucket"):
+def _load(folder, packing: bool, dtype=torch.float32, lora: bool = False, attention: str = "auto"):
     model = FastSentenceTransformer.from_pretrained(folder, dtype=dtype, packing=packing, attention=attention,
                                                     max_seq_length=64)
     if lora:

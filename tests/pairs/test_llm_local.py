@@ -181,7 +181,7 @@ def test_embtune_pairs_with_llm_gguf(tiny_gguf, tmp_path, monkeypatch):
 
     from embtune.cli import main
 
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("EMBTUNE_CACHE_DIR", str(tmp_path / "cache"))
     import logging
 
     for name in ("", "embtune"):  # the in-process CLI sets these levels; give later tests theirs back

@@ -1,43 +1,39 @@
-"""Device and dtype choices: bf16 where the hardware runs it fast, fp32 elsewhere."""
+"""Device and dtype choices: bf16 where the hardware runs it fast (measured, not guessed from CPU
+flags), fp32 elsewhere."""
 from __future__ import annotations
-
-import functools
 
 import torch
 
 
-@functools.cache
-def _cpu_flags() -> set[str]:
-    """The instruction-set flags of /proc/cpuinfo (empty where it cannot be read)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            line = next((line for line in fh if line.startswith("flags")), "")
-    except OSError:
-        line = ""
-    return set(line.partition(":")[2].split())
+BF16_MIN_SPEEDUP = 1.3
+"""bf16 frozen weights are used on a CPU only when a bf16 matmul is at least this much faster than fp32
+(bf16 also costs precision, so a tie goes to fp32)."""
+
+
+def _time_matmul(dtype: torch.dtype, budget: float | None = None) -> float:
+    from embtune.utils.tuning import best_time
+
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(512, 384, generator=generator).to(dtype)
+    b = torch.randn(384, 1536, generator=generator).to(dtype)
+    return best_time(lambda: torch.matmul(a, b), repeats=3, budget=budget)
+
+
+def _measure_cpu_matmul() -> dict:
+    """Time one MiniLM-sized linear (512 x 384 -> 1536) in fp32 and bf16 on this CPU."""
+    fp32 = _time_matmul(torch.float32)
+    bf16 = _time_matmul(torch.bfloat16, budget=4 * fp32)
+    return {"fp32_ms": round(1000 * fp32, 4), "bf16_ms": round(1000 * bf16, 4),
+            "dtype": "bf16" if fp32 >= BF16_MIN_SPEEDUP * bf16 else "fp32"}
 
 
 def cpu_has_fast_bf16() -> bool:
-    """True when this CPU has native bf16 matmul instructions (AMX-bf16 or AVX512-bf16)."""
-    return bool({"amx_bf16", "avx512_bf16"} & _cpu_flags())
+    """True when a bf16 matmul runs at least ``BF16_MIN_SPEEDUP`` times faster than fp32 on this CPU:
+    measured once per machine (AMX and AVX512-bf16 CPUs pass, CPUs that emulate bf16 do not) and cached
+    by `embtune.utils.tuning`."""
+    from embtune.utils.tuning import measured
 
-
-def cpu_has_amx_bf16() -> bool:
-    """True when this CPU has AMX-bf16 tiles (PyTorch's CPU flash attention packs bf16 for them)."""
-    return "amx_bf16" in _cpu_flags()
-
-
-def attention_dtype(dtype: torch.dtype, device: torch.device) -> torch.dtype:
-    """The dtype to run SDPA in for inputs of ``dtype`` on ``device``.
-
-    On a CPU without AMX, PyTorch's flash-attention kernel is slower in bf16/fp16 than in fp32
-    (measured with MiniLM's shapes, AVX512-bf16 EPYC, fwd+bwd: 32 x 256 tokens 142 vs 108 ms,
-    32 x 24 tokens 13.2 vs 2.2 ms), so reduced-precision inputs are upcast there. Elsewhere
-    (GPUs, AMX CPUs) attention runs in the input dtype.
-    """
-    if device.type == "cpu" and dtype in (torch.bfloat16, torch.float16) and not cpu_has_amx_bf16():
-        return torch.float32
-    return dtype
+    return measured("matmul-dtype/cpu", "cpu", _measure_cpu_matmul)["dtype"] == "bf16"
 
 
 def default_device() -> torch.device:

@@ -52,7 +52,7 @@ class FastSentenceTransformer(SentenceTransformer):
         instruction: str | None = None,
         prompts: dict[str, str] | None = None,
         packing: bool = True,
-        attention: str = "bucket",
+        attention: str = "auto",
     ) -> "FastSentenceTransformer":
         """Load a model from an ST folder, a plain HF folder/hub id, or an adapter folder.
 
@@ -79,8 +79,10 @@ class FastSentenceTransformer(SentenceTransformer):
             packing: run text batches padding-free (packed tokens, block-diagonal attention) where
                 the architecture allows it (see `embtune.models.fast_transformer`); False keeps ST's
                 padded forward.
-            attention: how packed attention is computed on CPU: "bucket" (default), "sequence" or
-                "eager" (see `embtune.models.varlen_attention`).
+            attention: how packed attention is computed: "auto" (default: the fastest implementation
+                on this machine, timed once and cached; ``$EMBTUNE_ATTENTION`` overrides it) or a name
+                such as "bucket", "sequence", "matmul", "matmul-recompute", "eager", each optionally
+                with "@fp32"/"@bf16" (see `embtune.models.attention_choice`).
         Returns:
             A FastSentenceTransformer on ``device``.
         """

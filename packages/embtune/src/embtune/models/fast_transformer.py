@@ -34,7 +34,7 @@ import torch
 from embtune_kernels import dispatch
 from sentence_transformers.sentence_transformer.modules import Transformer
 
-from embtune.models import varlen_attention
+from embtune.models import attention_choice, varlen_attention
 from embtune.models.fast_dropout import use_fast_dropout
 from embtune.models.packing import PackedBatch, pack, unpack
 
@@ -124,8 +124,9 @@ class FastTransformer(Transformer):
     """ST's ``Transformer`` with a padding-free forward (see the module docstring).
 
     ``packing``: pack text batches (True) or always run ST's padded forward (False).
-    ``attention``: how the CPU computes block-diagonal attention, one of
-    ``varlen_attention.VARIANTS`` ("bucket", "sequence", "eager").
+    ``attention``: how block-diagonal attention is computed: ``"auto"`` (measured once per machine and
+    cached, see `embtune.models.attention_choice`) or an explicit name such as ``"bucket"``,
+    ``"matmul@bf16"``, ``"sequence@fp32"``.
     ``attention_dropout``: dropout on attention probabilities while training on the packed path;
     0.0 by default, None keeps the model's own (e.g. 0.1 for BERT-family configs). That dropout costs
     a random draw per query-key pair and pushes SDPA off its fused kernel: on the 2-core benchmark
@@ -135,12 +136,12 @@ class FastTransformer(Transformer):
     """
 
     packing: bool = False
-    attention: str = "bucket"
+    attention: str = "auto"
     attention_dropout: float | None = 0.0
 
     @classmethod
     def from_transformer(cls, transformer: Transformer, packing: bool = True,
-                         attention: str = "bucket") -> FastTransformer:
+                         attention: str = "auto") -> FastTransformer:
         """Return a FastTransformer that takes over ``transformer``'s model, tokenizer and settings.
 
         In: a loaded ST ``Transformer`` (not used afterwards: the new module shares its state),
@@ -166,9 +167,7 @@ class FastTransformer(Transformer):
         padded batches exactly like SDPA); off restores SDPA where the model had it.
         """
         if attention is not None:
-            if attention not in varlen_attention.VARIANTS:
-                raise ValueError(f"attention must be one of {varlen_attention.VARIANTS}, got {attention!r}")
-            self.attention = attention
+            self.attention = attention_choice.check(attention)
         ok, reason = packing_support(self.model) if packing else (False, "")
         if packing and not ok:
             logger.info("embtune: padding-free packing is off for this model (%s); using the padded path", reason)

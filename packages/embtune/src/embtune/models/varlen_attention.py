@@ -10,13 +10,20 @@ model is called with the standard flash-attention keyword arguments (``cu_seq_le
 optional precomputed :class:`VarlenPlan` (``embtune_plan=``) so the bucketing is done once per
 forward instead of once per layer.
 
-On CPU there is no varlen kernel, so the block-diagonal attention is computed per group:
+On CPU there is no varlen kernel, so the block-diagonal attention is computed per group. How, is an
+`embtune.models.attention_choice` name (``plan.variant``, default ``"auto"``: measured once per
+machine and cached):
 
-* ``"bucket"`` (default): texts of similar length are gathered into a padded ``[n, H, L, D]`` block
-  (at most ``BUCKET_SLACK`` padding overhead per bucket) and run through one SDPA call with a key
-  padding mask. Few, large calls; the padding is confined to attention.
+* ``"bucket"``: texts of similar length are gathered into a padded ``[n, H, L, D]`` block (at most
+  ``BUCKET_SLACK`` padding overhead per bucket) and run through one SDPA call with a key padding
+  mask. Few, large calls; the padding is confined to attention.
 * ``"sequence"``: one SDPA call per text, no padding at all (many small calls).
-* ``"eager"``: the bucketed layout with explicit ``softmax(q kᵀ) v`` (fp32 softmax).
+* ``"eager"``: the bucketed layout with explicit ``softmax(q kᵀ) v`` (fp32 softmax) under autograd.
+* ``"matmul"`` / ``"matmul-recompute"``: the bucketed layout through
+  `embtune.models.matmul_attention` (two batched matmuls, fp32 softmax, hand-written backward that
+  saves or recomputes the probabilities): the form that runs at matmul speed on AMX CPUs.
+
+Each may carry ``@fp32`` / ``@bf16`` / ``@fp16``: the dtype attention runs in.
 
 Without ``cu_seq_lens_q`` the function behaves like transformers' SDPA attention (padded batches),
 so a model switched to ``"embtune_varlen"`` still runs ordinary padded input correctly.
@@ -28,10 +35,12 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from embtune.device import attention_dtype
+from embtune.models import attention_choice
+from embtune.models.attention_choice import AttentionImpl
+from embtune.models.matmul_attention import matmul_attention
 
 ATTENTION_NAME = "embtune_varlen"
-VARIANTS = ("bucket", "sequence", "eager")
+VARIANTS = attention_choice.VARIANTS
 BUCKET_SLACK = 1.25
 """A bucket's padded size is at most this multiple of its real tokens (the first text of each bucket
 sets its width; texts are taken longest first)."""
@@ -41,7 +50,6 @@ sets its width; texts are taken longest first)."""
 class _Bucket:
     width: int
     seqs: list[int]
-    gather: torch.Tensor  # [n * width] rows of the packed stream (T = the zero pad row)
     key_mask: torch.Tensor | None  # [n, width] True on real tokens, None when nothing is padded
 
 
@@ -49,26 +57,35 @@ class _Bucket:
 class VarlenPlan:
     """Where each text sits in a packed stream and how attention groups the texts.
 
-    ``lengths``: tokens per text; ``cu_seqlens``: int32 ``[B+1]`` cumulative lengths; ``variant``: one
-    of ``VARIANTS``; ``dropout``: attention-probability dropout to use in training instead of the
-    model's own (None keeps the model's). Buckets and the index that restores packed order are built
-    on first use.
+    ``lengths``: tokens per text; ``cu_seqlens``: int32 ``[B+1]`` cumulative lengths; ``variant``: an
+    `embtune.models.attention_choice` name (``"auto"``, ``"bucket"``, ``"matmul@bf16"`` ...);
+    ``dropout``: attention-probability dropout to use in training instead of the model's own (None
+    keeps the model's). Buckets, the index that restores packed order and the resolved
+    implementation are built on first use.
     """
 
     lengths: list[int]
     cu_seqlens: torch.Tensor
-    variant: str = "bucket"
+    variant: str = attention_choice.AUTO
     dropout: float | None = None
     _buckets: list[_Bucket] | None = field(default=None, repr=False)
     _restore: torch.Tensor | None = field(default=None, repr=False)
+    _impls: dict = field(default_factory=dict, repr=False)
 
     @classmethod
-    def from_cu_seqlens(cls, cu_seqlens: torch.Tensor, variant: str = "bucket") -> VarlenPlan:
+    def from_cu_seqlens(cls, cu_seqlens: torch.Tensor, variant: str = attention_choice.AUTO) -> VarlenPlan:
         """A plan for the packed stream described by ``cu_seqlens`` (int ``[B+1]``, starts at 0)."""
-        if variant not in VARIANTS:
-            raise ValueError(f"unknown varlen attention variant {variant!r}; expected one of {VARIANTS}")
+        attention_choice.check(variant)
         lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).tolist()
         return cls([int(n) for n in lengths], cu_seqlens, variant)
+
+    def implementation(self, query: torch.Tensor, key: torch.Tensor, causal: bool, training: bool) -> AttentionImpl:
+        """The AttentionImpl this plan's ``variant`` resolves to for these tensors and the module's training
+        mode (resolved once per shape)."""
+        key_ = (query.shape[1], key.shape[1], query.shape[-1], query.dtype, causal, training)
+        if key_ not in self._impls:
+            self._impls[key_] = attention_choice.resolve(self.variant, query, key, causal=causal, training=training)
+        return self._impls[key_]
 
     @property
     def total(self) -> int:
@@ -106,7 +123,7 @@ def _make_buckets(lengths: list[int], device: torch.device) -> tuple[list[_Bucke
             restore[starts[i]:starts[i] + n] = torch.arange(offset + row * width, offset + row * width + n)
         padded = any(lengths[i] < width for i in seqs)
         key_mask = (gather < total).to(device) if padded else None
-        buckets.append(_Bucket(width, seqs, gather.reshape(-1).to(device), key_mask))
+        buckets.append(_Bucket(width, seqs, key_mask))
         offset += len(seqs) * width
     return buckets, restore.to(device)
 
@@ -124,17 +141,18 @@ def _window_mask(length: int, window: int | None, causal: bool, device: torch.de
 
 
 def attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, key_mask: torch.Tensor | None,
-           *, causal: bool, window: int | None, scaling: float, dropout: float, eager: bool) -> torch.Tensor:
+           *, causal: bool, window: int | None, scaling: float, dropout: float,
+           impl: AttentionImpl = AttentionImpl("bucket")) -> torch.Tensor:
     """Attention over a padded block.
 
     In: ``query [n, H, L, D]``, ``key``/``value [n, Hkv, L, D]`` (``H`` a multiple of ``Hkv``),
     ``key_mask [n, L]`` bool (True on real tokens, padding on the right) or None, ``causal``,
     ``window`` (attend only to keys closer than this, or None), ``scaling``, ``dropout`` probability,
-    ``eager`` (explicit matmul/softmax instead of SDPA).
-    Out: ``[n, H, L, D]`` in ``query.dtype``. SDPA runs in :func:`embtune.device.attention_dtype`
-    (fp32 for bf16 input on CPUs without AMX, where that kernel is faster).
+    ``impl`` (how: SDPA for "bucket"/"sequence", explicit matmul/softmax under autograd for "eager",
+    `embtune.models.matmul_attention` for "matmul"/"matmul-recompute"; and in which dtype).
+    Out: ``[n, H, L, D]`` in ``query.dtype``.
     """
-    heads, length = query.shape[1], query.shape[2]
+    heads, length, in_dtype = query.shape[1], query.shape[2], query.dtype
     gqa = key.shape[1] != heads
     structure = _window_mask(length, window, causal, query.device)
     mask = None
@@ -144,7 +162,12 @@ def attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, key_mask
             mask = mask & structure
     elif structure is not None:
         mask = structure
-    if eager:
+    compute = impl.compute_dtype(query.dtype)
+    if impl.variant.startswith("matmul"):
+        return matmul_attention(query, key, value, mask, scaling=scaling, dropout=dropout, compute=compute,
+                                recompute=impl.variant == "matmul-recompute")
+    if impl.variant == "eager":
+        query, key, value = query.to(compute), key.to(compute), value.to(compute)
         if gqa:
             key = key.repeat_interleave(heads // key.shape[1], dim=1)
             value = value.repeat_interleave(heads // value.shape[1], dim=1)
@@ -155,54 +178,86 @@ def attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, key_mask
         probs = scores.softmax(-1)
         if dropout > 0:
             probs = F.dropout(probs, dropout)
-        return torch.matmul(probs.to(value.dtype), value)
+        return torch.matmul(probs.to(value.dtype), value).to(in_dtype)
     is_causal = causal and mask is None
-    compute = attention_dtype(query.dtype, query.device)
     if mask is not None:
         # an additive float mask is faster than a bool one in the CPU SDPA kernel
         mask = torch.zeros(mask.shape, dtype=compute, device=query.device).masked_fill(~mask, float("-inf"))
     out = F.scaled_dot_product_attention(query.to(compute), key.to(compute), value.to(compute), attn_mask=mask,
                                          dropout_p=dropout, is_causal=is_causal, scale=scaling, enable_gqa=gqa)
-    return out.to(query.dtype)
+    return out.to(in_dtype)
 
 
-def packed_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, plan: VarlenPlan, *,
-                     causal: bool, window: int | None, scaling: float, dropout: float) -> torch.Tensor:
+def packed_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, plan: VarlenPlan,
+                     impl: AttentionImpl, *, causal: bool, window: int | None, scaling: float,
+                     dropout: float) -> torch.Tensor:
     """Block-diagonal attention over one packed row.
 
     In: ``query [1, H, T, D]``, ``key``/``value [1, Hkv, T, D]`` (as the attention modules hand them
-    over), the plan, ``causal``, ``window``, ``scaling``, ``dropout``.
+    over), the plan, the implementation (see `attend`; "sequence" runs one call per text, the others
+    one per length bucket), ``causal``, ``window``, ``scaling``, ``dropout``.
     Out: ``[1, T, H, D]`` (the layout transformers' attention functions return).
     """
     heads, head_dim = query.shape[1], query.shape[3]
-    if plan.variant == "sequence":
+    if impl.variant == "sequence":
         outs = []
         for q, k, v in zip(query.split(plan.lengths, 2), key.split(plan.lengths, 2), value.split(plan.lengths, 2)):
             outs.append(attend(q, k, v, None, causal=causal, window=window, scaling=scaling, dropout=dropout,
-                               eager=False).transpose(1, 2))
+                               impl=impl).transpose(1, 2))
         return torch.cat(outs, dim=1)
     if len(set(plan.lengths)) == 1:  # equal lengths: the packed row already is an [n, L] block
         n, width = len(plan.lengths), plan.lengths[0]
         q, k, v = (x[0].transpose(0, 1).reshape(n, width, x.shape[1], head_dim).transpose(1, 2)
                    for x in (query, key, value))
-        out = attend(q, k, v, None, causal=causal, window=window, scaling=scaling, dropout=dropout,
-                     eager=plan.variant == "eager")
+        out = attend(q, k, v, None, causal=causal, window=window, scaling=scaling, dropout=dropout, impl=impl)
         return out.transpose(1, 2).reshape(1, n * width, heads, head_dim)
     buckets, restore = plan.buckets(query.device)
-    tokens = []
-    for x in (query, key, value):  # [1, h, T, D] -> [T + 1, h, D] with a zero row for the padding
-        x = x[0].transpose(0, 1)
-        tokens.append(torch.cat([x, x.new_zeros(1, *x.shape[1:])]))
+    rows = sum(len(bucket.seqs) * bucket.width for bucket in buckets)
+    # [1, h, T, D] -> [rows, h, D]: every bucket's padded block, back to back (padding rows are zeros)
+    # (split, not slicing: its backward is one concatenation instead of a zero-filled buffer per bucket)
+    sizes = [len(bucket.seqs) * bucket.width for bucket in buckets]
+    tokens = [_ToBuckets.apply(x[0].transpose(0, 1), restore, rows).split(sizes) for x in (query, key, value)]
     outs = []
-    for bucket in buckets:
+    for bucket, size, *qkv in zip(buckets, sizes, *tokens):
         n = len(bucket.seqs)
-        q, k, v = (t.index_select(0, bucket.gather).view(n, bucket.width, *t.shape[1:]).transpose(1, 2)
-                   for t in tokens)
+        q, k, v = (t.view(n, bucket.width, *t.shape[1:]).transpose(1, 2) for t in qkv)
         out = attend(q, k, v, bucket.key_mask, causal=causal, window=window, scaling=scaling, dropout=dropout,
-                     eager=plan.variant == "eager")
-        outs.append(out.transpose(1, 2).reshape(n * bucket.width, heads, head_dim))
+                     impl=impl)
+        outs.append(out.transpose(1, 2).reshape(size, heads, head_dim))
     flat = outs[0] if len(outs) == 1 else torch.cat(outs)
-    return flat.index_select(0, restore).unsqueeze(0)
+    return _FromBuckets.apply(flat, restore).unsqueeze(0)
+
+
+class _ToBuckets(torch.autograd.Function):
+    """Packed rows ``[T, ...]`` → bucket-major padded rows ``[rows, ...]`` (``restore[i]`` is where packed
+    row ``i`` goes; the other rows are zero). Every packed row lands exactly once, so the backward is a
+    gather (``index_select``), not autograd's scatter-add of ``index_select``'s backward."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, restore: torch.Tensor, rows: int) -> torch.Tensor:  # noqa: D102
+        ctx.save_for_backward(restore)
+        return x.new_zeros((rows, *x.shape[1:])).index_copy_(0, restore, x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # noqa: D102
+        (restore,) = ctx.saved_tensors
+        return grad.index_select(0, restore), None, None
+
+
+class _FromBuckets(torch.autograd.Function):
+    """Bucket-major padded rows → packed rows (the inverse of `_ToBuckets`); the backward writes the
+    gradient back to each row's bucket position and zeros on padding rows."""
+
+    @staticmethod
+    def forward(ctx, y: torch.Tensor, restore: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        ctx.save_for_backward(restore)
+        ctx.rows = y.shape[0]
+        return y.index_select(0, restore)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # noqa: D102
+        (restore,) = ctx.saved_tensors
+        return grad.new_zeros((ctx.rows, *grad.shape[1:])).index_copy_(0, restore, grad), None
 
 
 def varlen_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -228,8 +283,9 @@ def varlen_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Te
             dropout = plan.dropout
         if query.shape[0] != 1 or query.shape[2] != plan.total:
             raise ValueError(f"packed attention expects query [1, H, {plan.total}, D], got {tuple(query.shape)}")
-        out = packed_attention(query, key, value, plan, causal=causal, window=sliding_window, scaling=scaling,
-                               dropout=dropout)
+        impl = plan.implementation(query, key, causal, module.training)
+        out = packed_attention(query, key, value, plan, impl, causal=causal, window=sliding_window,
+                               scaling=scaling, dropout=dropout)
         return out, None
     if attention_mask is not None:
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
@@ -239,8 +295,11 @@ def varlen_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Te
                                                               if not k.startswith(("embtune_", "cu_seq_lens",
                                                                                    "max_length_"))})
     # No mask and no packing: every row is one whole sequence.
+    impl = attention_choice.resolve(attention_choice.AUTO, query, key, causal=causal, training=module.training)
+    if impl.variant == "sequence":
+        impl = AttentionImpl("bucket", impl.dtype)
     out = attend(query, key, value, None, causal=causal, window=sliding_window, scaling=scaling, dropout=dropout,
-                 eager=False)
+                 impl=impl)
     return out.transpose(1, 2).contiguous(), None
 
 

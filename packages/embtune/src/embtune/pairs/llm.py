@@ -64,8 +64,11 @@ _PREFIX = re.compile(r"^\s*(?:[-*•]|\d{1,2}[.):]|query\s*\d*\s*:|q\d*\s*:)\s*"
 
 
 def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/embtune/llm`` (``~/.cache/embtune/llm`` by default)."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "embtune" / "llm"
+    """The ``llm`` folder of embtune's cache (``embtune.utils.tuning.cache_dir``: ``~/.cache/embtune/llm``
+    unless ``$EMBTUNE_CACHE_DIR`` or ``$XDG_CACHE_HOME`` say otherwise)."""
+    from embtune.utils.tuning import cache_dir
+
+    return cache_dir() / "llm"
 
 
 def chat_url(url: str) -> str:

@@ -1,0 +1,158 @@
+"""Which implementation computes packed attention on this machine: measured once, cached on disk.
+
+An implementation is named ``VARIANT`` or ``VARIANT@DTYPE``:
+
+* ``VARIANT``: ``bucket`` (length-bucketed SDPA), ``sequence`` (one SDPA call per text), ``eager``
+  (autograd through explicit matmuls), ``matmul`` (two batched matmuls with a hand-written backward
+  that saves the probabilities, `embtune.models.matmul_attention`) or ``matmul-recompute`` (the same,
+  recomputing the probabilities in the backward);
+* ``DTYPE``: ``fp32``, ``bf16`` or ``fp16``, the dtype the attention runs in (default: the dtype of
+  the query, i.e. of the model's activations).
+
+``"auto"`` (the default everywhere) times every candidate once, forward and backward when training
+(the module is in training mode) and forward only when not, on a packed batch of 16 query-length and 16 document-length texts with
+the model's own head count, head size and dtype, and keeps the fastest. The answer is stored by
+`embtune.utils.tuning` (``~/.cache/embtune/tuning.json``, per CPU/GPU model, thread count and torch
+version) and logged. ``$EMBTUNE_ATTENTION`` overrides ``"auto"`` without code changes (e.g.
+``EMBTUNE_ATTENTION=matmul@bf16``); an explicit name passed to the model wins over both.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+
+from embtune.utils import tuning
+
+logger = logging.getLogger("embtune")
+
+ENV_VAR = "EMBTUNE_ATTENTION"
+AUTO = "auto"
+VARIANTS = ("bucket", "sequence", "eager", "matmul", "matmul-recompute")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+_DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+BENCH_LENGTHS = tuple([16 + (i * 7) % 32 for i in range(16)] + [96 + (i * 37) % 161 for i in range(16)])
+"""Texts of the timing batch: 16 query-like (16-47 tokens) and 16 document-like (96-256 tokens)."""
+_announced: set[str] = set()
+
+
+@dataclass(frozen=True)
+class AttentionImpl:
+    """One way to compute packed attention: a variant and the dtype it runs in (None: the input's)."""
+
+    variant: str
+    dtype: torch.dtype | None = None
+
+    def compute_dtype(self, input_dtype: torch.dtype) -> torch.dtype:
+        """The dtype attention runs in for activations of ``input_dtype``."""
+        return self.dtype or input_dtype
+
+    def __str__(self) -> str:
+        return self.variant if self.dtype is None else f"{self.variant}@{_DTYPE_NAMES[self.dtype]}"
+
+
+@functools.cache
+def parse(spec: str) -> AttentionImpl | None:
+    """``"auto"`` → None; ``"VARIANT[@DTYPE]"`` → an AttentionImpl. Raises ValueError naming the choices."""
+    text = spec.strip().lower()
+    if text == AUTO:
+        return None
+    variant, sep, dtype = text.partition("@")
+    if variant not in VARIANTS or (sep and dtype not in DTYPES):
+        raise ValueError(f"unknown attention implementation {spec!r}: use 'auto' or VARIANT[@DTYPE] with VARIANT "
+                         f"one of {VARIANTS} and DTYPE one of {tuple(DTYPES)}")
+    return AttentionImpl(variant, DTYPES[dtype] if dtype else None)
+
+
+def check(spec: str) -> str:
+    """Validate an attention name (see the module docstring); returns it unchanged or raises ValueError."""
+    parse(spec)
+    return spec
+
+
+def candidates(dtype: torch.dtype) -> list[AttentionImpl]:
+    """What ``"auto"`` times for activations of ``dtype``: every fast variant in that dtype and, for
+    16-bit activations, SDPA and matmul attention upcast to fp32 (faster on CPUs without bf16 units)."""
+    found = [AttentionImpl(v) for v in ("bucket", "sequence", "matmul", "matmul-recompute")]
+    if dtype != torch.float32:
+        found += [AttentionImpl("bucket", torch.float32), AttentionImpl("matmul", torch.float32)]
+    return found
+
+
+def resolve(spec: str, query: torch.Tensor, key: torch.Tensor, *, causal: bool, training: bool) -> AttentionImpl:
+    """The implementation to use for this attention call.
+
+    In: the configured name (``"auto"`` or explicit), the call's ``query [.., H, T, D]`` and ``key [.., Hkv,
+    T, D]`` (their shapes, dtype and device pick the cache entry), ``causal``, ``training`` (the module's
+    mode, not autograd's: GradCache's no-grad first pass and its replay must use the same implementation).
+    Out: an AttentionImpl.
+    """
+    impl = parse(spec)
+    if impl is None:
+        override = os.environ.get(ENV_VAR, "").strip()
+        impl = parse(override) if override else None
+    if impl is None:
+        impl = choose(query.shape[-3], key.shape[-3], query.shape[-1], query.dtype, query.device, causal=causal,
+                      training=training)
+    return impl
+
+
+def choose(heads: int, kv_heads: int, head_dim: int, dtype: torch.dtype, device: torch.device, *, causal: bool,
+           training: bool) -> AttentionImpl:
+    """The fastest candidate for these shapes on this machine (measured on first use, then cached).
+
+    In: query heads, key/value heads, head size, activation dtype, device, ``causal``, ``training``.
+    Out: the AttentionImpl that won; the choice and every candidate's time are logged once per process.
+    """
+    name = (f"attention/{'train' if training else 'infer'}/H{heads}-{kv_heads}/D{head_dim}/"
+            f"{_DTYPE_NAMES.get(dtype, str(dtype))}/{'causal' if causal else 'bidirectional'}")
+    entry = tuning.measured(name, device, lambda: _measure(heads, kv_heads, head_dim, dtype, device, causal,
+                                                           training))
+    if name not in _announced:
+        _announced.add(name)
+        logger.info("embtune: packed attention for %s: %s (ms per call: %s; override with %s=...)", name,
+                    entry["choice"], entry["ms"], ENV_VAR)
+    return parse(entry["choice"])
+
+
+def _measure(heads: int, kv_heads: int, head_dim: int, dtype: torch.dtype, device: torch.device, causal: bool,
+             training: bool) -> dict:
+    """Time every candidate on the timing batch; returns ``{"choice": name, "ms": {name: ms}}``."""
+    from embtune.models.varlen_attention import VarlenPlan, packed_attention
+
+    lengths = list(BENCH_LENGTHS)
+    total = sum(lengths)
+    cu = torch.tensor([0] + [sum(lengths[:i + 1]) for i in range(len(lengths))], dtype=torch.int32, device=device)
+    generator = torch.Generator(device="cpu").manual_seed(0)
+
+    def tensor(h: int) -> torch.Tensor:
+        return torch.randn(1, h, total, head_dim, generator=generator).to(device=device, dtype=dtype)
+
+    q, k, v = tensor(heads), tensor(kv_heads), tensor(kv_heads)
+    grad = tensor(heads).transpose(1, 2)
+    timings: dict[str, float] = {}
+    for impl in candidates(dtype):
+        inputs = [x.detach().requires_grad_(training) for x in (q, k, v)]
+        plan = VarlenPlan.from_cu_seqlens(cu)
+
+        def run(impl: AttentionImpl = impl, inputs: list = inputs, plan: VarlenPlan = plan) -> None:
+            with contextlib.nullcontext() if training else torch.no_grad():
+                out = packed_attention(*inputs, plan, impl, causal=causal, window=None, scaling=head_dim ** -0.5,
+                                       dropout=0.0)
+                if training:
+                    out.backward(grad)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+
+        budget = 3 * min(timings.values()) / 1000 if timings else None
+        with torch.enable_grad() if training else torch.no_grad():
+            timings[str(impl)] = round(1000 * tuning.best_time(run, repeats=2, budget=budget), 3)
+    return {"choice": min(timings, key=timings.get), "ms": timings}
+
+
+__all__ = ["AUTO", "AttentionImpl", "DTYPES", "ENV_VAR", "VARIANTS", "candidates", "check", "choose", "parse",
+           "resolve"]
