@@ -165,3 +165,21 @@ def test_model_lora_gradients_match_padded_fp32(family, attention, dtype, tolera
         scale = ref_grads[name].abs().max().item()
         assert scale > 0, name
         assert (grad - ref_grads[name]).abs().max().item() <= tolerance * scale, name
+
+
+def test_matmul_recomputes_above_the_save_limit(monkeypatch):
+    """"matmul" keeps the probabilities only while they fit MATMUL_SAVE_LIMIT (long texts recompute)."""
+    q, k, v = (torch.randn(2, 2, 16, 4, requires_grad=True) for _ in range(3))
+    probs_bytes = 2 * 2 * 16 * 16 * 4
+
+    def saved_numel():
+        sizes = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: sizes.append(t.numel()) or t, lambda t: t):
+            varlen_attention.attend(q, k, v, None, causal=False, window=None, scaling=0.5, dropout=0.0,
+                                    impl=AttentionImpl("matmul")).sum().backward()
+        return sum(sizes)
+
+    monkeypatch.setattr(varlen_attention, "MATMUL_SAVE_LIMIT", probs_bytes)
+    keeps = saved_numel()
+    monkeypatch.setattr(varlen_attention, "MATMUL_SAVE_LIMIT", probs_bytes - 1)
+    assert saved_numel() <= keeps - 2 * 2 * 16 * 16 + 2 * 2 * 16  # P [n,H,L,L] gone, lse [n,H,L,1] kept

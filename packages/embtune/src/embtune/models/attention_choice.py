@@ -18,7 +18,6 @@ version) and logged. ``$EMBTUNE_ATTENTION`` overrides ``"auto"`` without code ch
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import os
@@ -134,24 +133,35 @@ def _measure(heads: int, kv_heads: int, head_dim: int, dtype: torch.dtype, devic
 
     q, k, v = tensor(heads), tensor(kv_heads), tensor(kv_heads)
     grad = tensor(heads).transpose(1, 2)
-    timings: dict[str, float] = {}
+    runs = {}
     for impl in candidates(dtype):
         inputs = [x.detach().requires_grad_(training) for x in (q, k, v)]
-        plan = VarlenPlan.from_cu_seqlens(cu)
 
-        def run(impl: AttentionImpl = impl, inputs: list = inputs, plan: VarlenPlan = plan) -> None:
-            with contextlib.nullcontext() if training else torch.no_grad():
-                out = packed_attention(*inputs, plan, impl, causal=causal, window=None, scaling=head_dim ** -0.5,
-                                       dropout=0.0)
+        def run(impl: AttentionImpl = impl, inputs: list = inputs) -> None:
+            with torch.enable_grad() if training else torch.no_grad():
+                out = packed_attention(*inputs, VarlenPlan.from_cu_seqlens(cu), impl, causal=causal, window=None,
+                                       scaling=head_dim ** -0.5, dropout=0.0)
                 if training:
                     out.backward(grad)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
 
-        budget = 3 * min(timings.values()) / 1000 if timings else None
-        with torch.enable_grad() if training else torch.no_grad():
-            timings[str(impl)] = round(1000 * tuning.best_time(run, repeats=2, budget=budget), 3)
-    return {"choice": min(timings, key=timings.get), "ms": timings}
+        runs[str(impl)] = run
+    # Warm-up each once; a candidate 3x slower than the best warm-up is out. Then time the rest in
+    # interleaved rounds, so a burst of load from another process hits every candidate alike.
+    next(iter(runs.values()))()  # one untimed call first: thread pools and allocator warm up here
+    timings = {name: tuning.best_time(run, repeats=0) for name, run in runs.items()}
+    contenders = [name for name, ms in timings.items() if ms <= 3 * min(timings.values())]
+    for _ in range(3):
+        for name in contenders:
+            timings[name] = min(timings[name], tuning.best_time(runs[name], repeats=0, warm_up=False))
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if load > (os.cpu_count() or 1):
+        logger.warning("embtune: the attention timing ran while the machine was busy (load %.1f on %d cores); "
+                       "if training seems slow, delete %s to measure again", load, os.cpu_count() or 1,
+                       tuning.cache_dir() / tuning.TUNING_FILE)
+    ms = {name: round(1000 * seconds, 3) for name, seconds in timings.items()}
+    return {"choice": min(ms, key=ms.get), "ms": ms, "load": round(load, 2)}
 
 
 __all__ = ["AUTO", "AttentionImpl", "DTYPES", "ENV_VAR", "VARIANTS", "candidates", "check", "choose", "parse",

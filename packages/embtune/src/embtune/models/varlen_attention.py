@@ -41,6 +41,10 @@ from embtune.models.matmul_attention import matmul_attention
 
 ATTENTION_NAME = "embtune_varlen"
 VARIANTS = attention_choice.VARIANTS
+MATMUL_SAVE_LIMIT = 128 * 2 ** 20
+"""Bytes of attention probabilities ``"matmul"`` may keep for the backward per call (one bucket of one
+layer); above it (long texts: 2 x 2,048 tokens x 16 heads is 512 MiB a layer in fp32) the probabilities
+are recomputed instead, as ``"matmul-recompute"`` does, so memory stays linear in the text length."""
 BUCKET_SLACK = 1.25
 """A bucket's padded size is at most this multiple of its real tokens (the first text of each bucket
 sets its width; texts are taken longest first)."""
@@ -164,8 +168,10 @@ def attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, key_mask
         mask = structure
     compute = impl.compute_dtype(query.dtype)
     if impl.variant.startswith("matmul"):
+        saved_bytes = query.shape[0] * heads * length * length * torch.finfo(compute).bits // 8
+        recompute = impl.variant == "matmul-recompute" or saved_bytes > MATMUL_SAVE_LIMIT
         return matmul_attention(query, key, value, mask, scaling=scaling, dropout=dropout, compute=compute,
-                                recompute=impl.variant == "matmul-recompute")
+                                recompute=recompute)
     if impl.variant == "eager":
         query, key, value = query.to(compute), key.to(compute), value.to(compute)
         if gqa:
@@ -284,8 +290,9 @@ def varlen_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Te
         if query.shape[0] != 1 or query.shape[2] != plan.total:
             raise ValueError(f"packed attention expects query [1, H, {plan.total}, D], got {tuple(query.shape)}")
         impl = plan.implementation(query, key, causal, module.training)
-        out = packed_attention(query, key, value, plan, impl, causal=causal, window=sliding_window,
-                               scaling=scaling, dropout=dropout)
+        with torch.profiler.record_function("embtune::attention"):  # lets profiles group attention's ops
+            out = packed_attention(query, key, value, plan, impl, causal=causal, window=sliding_window,
+                                   scaling=scaling, dropout=dropout)
         return out, None
     if attention_mask is not None:
         from transformers.integrations.sdpa_attention import sdpa_attention_forward

@@ -111,19 +111,22 @@ def forget() -> None:
         _memory.clear()
 
 
-def best_time(run: Callable[[], Any], repeats: int = 3, budget: float | None = None) -> float:
-    """Seconds of the fastest of ``repeats`` calls of ``run`` after one warm-up call.
+def best_time(run: Callable[[], Any], repeats: int = 3, budget: float | None = None,
+              warm_up: bool = True) -> float:
+    """Seconds of the fastest call of ``run``: a first call (the warm-up, when ``warm_up``), then ``repeats``
+    more.
 
-    In: a zero-argument function, the number of timed calls, and an optional budget in seconds: when
-    the warm-up alone takes longer than it, the warm-up time is returned without repeats (a candidate
-    that slow has lost already). Out: seconds.
+    In: a zero-argument function, the number of further calls, an optional budget in seconds (when the
+    first call alone takes longer, its time is returned without repeats: a candidate that slow has lost
+    already), and whether the first call is a warm-up (its time counts only when nothing else does).
+    Out: seconds.
     """
     started = time.perf_counter()
     run()
-    warm = time.perf_counter() - started
-    if budget is not None and warm > budget:
-        return warm
-    best = warm
+    first = time.perf_counter() - started
+    if budget is not None and first > budget:
+        return first
+    best = first if (not warm_up or repeats == 0) else float("inf")
     for _ in range(repeats):
         started = time.perf_counter()
         run()
