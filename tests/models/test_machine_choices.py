@@ -9,6 +9,7 @@ import pytest
 import torch
 from embtune.models import attention_choice
 from embtune.models.attention_choice import AttentionImpl
+from embtune.models.varlen_attention import choose_attention, run_packed
 from embtune.utils import tuning
 
 
@@ -35,7 +36,7 @@ def test_names_parse_and_bad_names_fail():
 def test_auto_measures_once_caches_on_disk_and_logs(fresh_cache, caplog):
     q, k = torch.randn(1, 4, 10, 8), torch.randn(1, 2, 10, 8)
     with caplog.at_level(logging.INFO, logger="embtune"):
-        impl = attention_choice.resolve("auto", q, k, causal=True, training=True)
+        impl = attention_choice.resolve("auto", q, k, causal=True, training=True, run=run_packed)
     stored = json.loads((fresh_cache / tuning.TUNING_FILE).read_text())
     (machine, entries), = stored.items()
     assert machine == tuning.machine_key("cpu")
@@ -48,8 +49,8 @@ def test_auto_measures_once_caches_on_disk_and_logs(fresh_cache, caplog):
     entry["choice"] = "eager"
     (fresh_cache / tuning.TUNING_FILE).write_text(json.dumps(stored))
     tuning.forget()
-    assert attention_choice.resolve("auto", q, k, causal=True, training=True) == AttentionImpl("eager")
-    attention_choice.resolve("auto", q, k, causal=True, training=False)  # inference is measured apart
+    assert attention_choice.resolve("auto", q, k, causal=True, training=True, run=run_packed) == AttentionImpl("eager")
+    attention_choice.resolve("auto", q, k, causal=True, training=False, run=run_packed)  # inference is measured apart
     assert "attention/infer/H4-2/D8/fp32/causal" in json.loads((fresh_cache / tuning.TUNING_FILE).read_text())[machine]
 
 
@@ -57,8 +58,9 @@ def test_environment_overrides_auto_and_explicit_names_win(fresh_cache, monkeypa
     q = torch.randn(1, 2, 6, 4)
     monkeypatch.setenv(attention_choice.ENV_VAR, "matmul-recompute@bf16")
     expected = AttentionImpl("matmul-recompute", torch.bfloat16)
-    assert attention_choice.resolve("auto", q, q, causal=False, training=True) == expected
-    assert attention_choice.resolve("sequence", q, q, causal=False, training=True) == AttentionImpl("sequence")
+    assert attention_choice.resolve("auto", q, q, causal=False, training=True, run=run_packed) == expected
+    explicit = attention_choice.resolve("sequence", q, q, causal=False, training=True, run=run_packed)
+    assert explicit == AttentionImpl("sequence")
     assert not (fresh_cache / tuning.TUNING_FILE).exists()  # nothing was measured
 
 
@@ -68,7 +70,7 @@ def test_unwritable_cache_still_returns_a_choice(tmp_path, monkeypatch):
     monkeypatch.setenv("EMBTUNE_CACHE_DIR", str(blocker / "cache"))
     tuning.forget()
     try:
-        impl = attention_choice.choose(2, 2, 4, torch.float32, torch.device("cpu"), causal=False, training=False)
+        impl = choose_attention(2, 2, 4, torch.float32, torch.device("cpu"), causal=False, training=False)
     finally:
         tuning.forget()
     assert impl in attention_choice.candidates(torch.float32)

@@ -9,9 +9,10 @@ An implementation is named ``VARIANT`` or ``VARIANT@DTYPE``:
 * ``DTYPE``: ``fp32``, ``bf16`` or ``fp16``, the dtype the attention runs in (default: the dtype of
   the query, i.e. of the model's activations).
 
-``"auto"`` (the default everywhere) times every candidate once, forward and backward when training
-(the module is in training mode) and forward only when not, on a packed batch of 16 query-length and 16 document-length texts with
-the model's own head count, head size and dtype, and keeps the fastest. The answer is stored by
+``"auto"`` (the default everywhere) times every candidate (a warm-up, then three interleaved rounds),
+forward and backward when training (the module is in training mode) and forward only when not, on a
+packed batch of 16 query-length and 16 document-length texts with the model's own head count, head
+size and dtype, and keeps the fastest. A busy machine at that moment gives a warning. The answer is stored by
 `embtune.utils.tuning` (``~/.cache/embtune/tuning.json``, per CPU/GPU model, thread count and torch
 version) and logged. ``$EMBTUNE_ATTENTION`` overrides ``"auto"`` without code changes (e.g.
 ``EMBTUNE_ATTENTION=matmul@bf16``); an explicit name passed to the model wins over both.
@@ -21,6 +22,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -82,13 +84,19 @@ def candidates(dtype: torch.dtype) -> list[AttentionImpl]:
     return found
 
 
-def resolve(spec: str, query: torch.Tensor, key: torch.Tensor, *, causal: bool, training: bool) -> AttentionImpl:
+Runner = Callable[..., torch.Tensor]
+"""``run(query, key, value, cu_seqlens, impl, causal=, scaling=) -> out``: packed attention with one
+implementation (`embtune.models.varlen_attention` hands its own in, so this module imports nothing of it)."""
+
+
+def resolve(spec: str, query: torch.Tensor, key: torch.Tensor, *, causal: bool, training: bool,
+            run: Runner) -> AttentionImpl:
     """The implementation to use for this attention call.
 
     In: the configured name (``"auto"`` or explicit), the call's ``query [.., H, T, D]`` and ``key [.., Hkv,
     T, D]`` (their shapes, dtype and device pick the cache entry), ``causal``, ``training`` (the module's
-    mode, not autograd's: GradCache's no-grad first pass and its replay must use the same implementation).
-    Out: an AttentionImpl.
+    mode, not autograd's: GradCache's no-grad first pass and its replay must use the same implementation),
+    and the packed-attention runner to time candidates with. Out: an AttentionImpl.
     """
     impl = parse(spec)
     if impl is None:
@@ -96,21 +104,30 @@ def resolve(spec: str, query: torch.Tensor, key: torch.Tensor, *, causal: bool, 
         impl = parse(override) if override else None
     if impl is None:
         impl = choose(query.shape[-3], key.shape[-3], query.shape[-1], query.dtype, query.device, causal=causal,
-                      training=training)
+                      training=training, run=run)
     return impl
 
 
+def entry_name(heads: int, kv_heads: int, head_dim: int, dtype: torch.dtype, *, causal: bool, training: bool) -> str:
+    """The name a choice is cached under in `embtune.utils.tuning`.
+
+    In: the shapes, dtype and mode `choose` takes. Out: e.g. ``attention/train/H12-12/D32/fp32/bidirectional``.
+    """
+    return (f"attention/{'train' if training else 'infer'}/H{heads}-{kv_heads}/D{head_dim}/"
+            f"{_DTYPE_NAMES.get(dtype, str(dtype))}/{'causal' if causal else 'bidirectional'}")
+
+
 def choose(heads: int, kv_heads: int, head_dim: int, dtype: torch.dtype, device: torch.device, *, causal: bool,
-           training: bool) -> AttentionImpl:
+           training: bool, run: Runner) -> AttentionImpl:
     """The fastest candidate for these shapes on this machine (measured on first use, then cached).
 
-    In: query heads, key/value heads, head size, activation dtype, device, ``causal``, ``training``.
-    Out: the AttentionImpl that won; the choice and every candidate's time are logged once per process.
+    In: query heads, key/value heads, head size, activation dtype, device, ``causal``, ``training``, the
+    packed-attention runner (see ``Runner``). Out: the AttentionImpl that won; the choice and every
+    candidate's time are logged once per process.
     """
-    name = (f"attention/{'train' if training else 'infer'}/H{heads}-{kv_heads}/D{head_dim}/"
-            f"{_DTYPE_NAMES.get(dtype, str(dtype))}/{'causal' if causal else 'bidirectional'}")
+    name = entry_name(heads, kv_heads, head_dim, dtype, causal=causal, training=training)
     entry = tuning.measured(name, device, lambda: _measure(heads, kv_heads, head_dim, dtype, device, causal,
-                                                           training))
+                                                           training, run))
     if name not in _announced:
         _announced.add(name)
         logger.info("embtune: packed attention for %s: %s (ms per call: %s; override with %s=...)", name,
@@ -119,10 +136,18 @@ def choose(heads: int, kv_heads: int, head_dim: int, dtype: torch.dtype, device:
 
 
 def _measure(heads: int, kv_heads: int, head_dim: int, dtype: torch.dtype, device: torch.device, causal: bool,
-             training: bool) -> dict:
-    """Time every candidate on the timing batch; returns ``{"choice": name, "ms": {name: ms}}``."""
-    from embtune.models.varlen_attention import VarlenPlan, packed_attention
+             training: bool, run_packed: Runner) -> dict:
+    """Time every candidate on the timing batch; returns ``{"choice": name, "ms": {name: ms}, "load": 1-min load}``.
 
+    The timing may happen inside the model's first forward, even one under activation checkpointing:
+    identity saved-tensor hooks keep the timing's own autograd graphs out of the checkpoint's bookkeeping.
+    """
+    with torch.autograd.graph.saved_tensors_hooks(lambda tensor: tensor, lambda tensor: tensor):
+        return _time_candidates(heads, kv_heads, head_dim, dtype, device, causal, training, run_packed)
+
+
+def _time_candidates(heads: int, kv_heads: int, head_dim: int, dtype: torch.dtype, device: torch.device,
+                     causal: bool, training: bool, run_packed: Runner) -> dict:
     lengths = list(BENCH_LENGTHS)
     total = sum(lengths)
     cu = torch.tensor([0] + [sum(lengths[:i + 1]) for i in range(len(lengths))], dtype=torch.int32, device=device)
@@ -139,8 +164,7 @@ def _measure(heads: int, kv_heads: int, head_dim: int, dtype: torch.dtype, devic
 
         def run(impl: AttentionImpl = impl, inputs: list = inputs) -> None:
             with torch.enable_grad() if training else torch.no_grad():
-                out = packed_attention(*inputs, VarlenPlan.from_cu_seqlens(cu), impl, causal=causal, window=None,
-                                       scaling=head_dim ** -0.5, dropout=0.0)
+                out = run_packed(*inputs, cu, impl, causal=causal, scaling=head_dim ** -0.5)
                 if training:
                     out.backward(grad)
             if device.type == "cuda":
@@ -164,5 +188,5 @@ def _measure(heads: int, kv_heads: int, head_dim: int, dtype: torch.dtype, devic
     return {"choice": min(ms, key=ms.get), "ms": ms, "load": round(load, 2)}
 
 
-__all__ = ["AUTO", "AttentionImpl", "DTYPES", "ENV_VAR", "VARIANTS", "candidates", "check", "choose", "parse",
-           "resolve"]
+__all__ = ["AUTO", "AttentionImpl", "DTYPES", "ENV_VAR", "Runner", "VARIANTS", "candidates", "check", "choose",
+           "entry_name", "parse", "resolve"]

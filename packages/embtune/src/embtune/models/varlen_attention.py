@@ -88,7 +88,8 @@ class VarlenPlan:
         mode (resolved once per shape)."""
         key_ = (query.shape[1], key.shape[1], query.shape[-1], query.dtype, causal, training)
         if key_ not in self._impls:
-            self._impls[key_] = attention_choice.resolve(self.variant, query, key, causal=causal, training=training)
+            self._impls[key_] = attention_choice.resolve(self.variant, query, key, causal=causal, training=training,
+                                                         run=run_packed)
         return self._impls[key_]
 
     @property
@@ -234,6 +235,25 @@ def packed_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
     return _FromBuckets.apply(flat, restore).unsqueeze(0)
 
 
+def run_packed(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, cu_seqlens: torch.Tensor,
+               impl: AttentionImpl, *, causal: bool, scaling: float) -> torch.Tensor:
+    """`packed_attention` of one implementation without a window or dropout (what `attention_choice` times).
+
+    In: ``query [1, H, T, D]``, ``key``/``value [1, Hkv, T, D]``, ``cu_seqlens`` int ``[B+1]``, the
+    implementation, ``causal``, ``scaling``. Out: ``[1, T, H, D]``.
+    """
+    return packed_attention(query, key, value, VarlenPlan.from_cu_seqlens(cu_seqlens), impl, causal=causal,
+                            window=None, scaling=scaling, dropout=0.0)
+
+
+def choose_attention(heads: int, kv_heads: int, head_dim: int, dtype: torch.dtype, device: torch.device, *,
+                     causal: bool, training: bool) -> AttentionImpl:
+    """``attention_choice.choose`` with this module's runner: the measured (or cached) fastest implementation
+    for these head shapes. In: heads, key/value heads, head size, dtype, device, ``causal``, ``training``."""
+    return attention_choice.choose(heads, kv_heads, head_dim, dtype, device, causal=causal, training=training,
+                                   run=run_packed)
+
+
 class _ToBuckets(torch.autograd.Function):
     """Packed rows ``[T, ...]`` → bucket-major padded rows ``[rows, ...]`` (``restore[i]`` is where packed
     row ``i`` goes; the other rows are zero). Every packed row lands exactly once, so the backward is a
@@ -302,7 +322,8 @@ def varlen_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Te
                                                               if not k.startswith(("embtune_", "cu_seq_lens",
                                                                                    "max_length_"))})
     # No mask and no packing: every row is one whole sequence.
-    impl = attention_choice.resolve(attention_choice.AUTO, query, key, causal=causal, training=module.training)
+    impl = attention_choice.resolve(attention_choice.AUTO, query, key, causal=causal, training=module.training,
+                                    run=run_packed)
     if impl.variant == "sequence":
         impl = AttentionImpl("bucket", impl.dtype)
     out = attend(query, key, value, None, causal=causal, window=sliding_window, scaling=scaling, dropout=dropout,
@@ -339,5 +360,5 @@ def flops(lengths: list[int], hidden: int, layers: int, causal: bool = False) ->
     return per_layer * layers * (0.5 if causal else 1.0)
 
 
-__all__ = ["ATTENTION_NAME", "VARIANTS", "VarlenPlan", "attend", "flops", "packed_attention", "register",
-           "varlen_attention"]
+__all__ = ["ATTENTION_NAME", "VARIANTS", "VarlenPlan", "attend", "choose_attention", "flops", "packed_attention",
+           "register", "run_packed", "varlen_attention"]
