@@ -23,5 +23,6 @@ def trained(tmp_path_factory, tiny_model):
         ok("train", "--data", scored_pairs(root / "scores.csv"), "--out", root / "run", "--model", tiny_model,
            "--loss", "CoSENT", "--matryoshka-dims", "32,16", "--query-prompt", "query: ", "--document-prompt",
            "passage: ", "--lora-target-modules", "query,value", "--lora-r", "4", "--lora-alpha", "8",
-           "--lora-dropout", "0.1", "--lora-compute", "exact", "--dtype", "fp32", *SMALL)
+           "--lora-dropout", "0.1", "--lora-compute", "exact", "--dtype", "fp32", "--gradient-checkpointing",
+           *SMALL)
     return root / "run", spy

@@ -32,6 +32,9 @@ def test_train_flags_reach_the_loss_model_adapter_and_saved_model(trained):
     assert config["lora_target_modules"] == ["query", "value"] and config["dtype"] == "fp32"
     assert Path(config["out"]).is_absolute() and config["out"] == str(run.resolve())
     assert "lora_alpha" in config and "save_steps" not in config  # None is written as a comment
+    # --gradient-checkpointing reaches TrainConfig, and stays out of the fingerprint (it changes no number)
+    assert config["gradient_checkpointing"] is True and "gradient_checkpointing" not in state
+    assert json.loads((run / "trainer_state.json").read_text())["config"]["gradient_checkpointing"] is True
 
 
 def test_saved_run_config_repeats_the_run(trained):

@@ -212,6 +212,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--lora-compute", BOTH, f"`{PEFT}(lora_compute=)`", type=click.Choice(LORA_COMPUTE)),
     Flag("--qlora", BOTH, f"`{FROM_PRETRAINED}(load_in_4bit=True)` + `{PEFT}`", is_flag=True),
     Flag("--full", BOTH, f"`{FROM_PRETRAINED}(full_finetuning=True)`", is_flag=True),
+    Flag("--gradient-checkpointing", BOTH, "`TrainConfig(gradient_checkpointing=)`", is_flag=True),
     Flag("--seed", ALL, "`TrainConfig(seed=)`, `split_by_document(seed=)`, `HeuristicPairs(seed=)`",
          type=click.IntRange(0)),
     Flag("--pairs", DATA, "field `pairs`: `HeuristicPairs` / `LLMPairs` / `LabelPairs`",

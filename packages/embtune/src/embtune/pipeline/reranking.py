@@ -64,7 +64,8 @@ def reranker_train_stage(pairs_path: Path, run_dir: Path, settings: "RunSettings
         learning_rate=None if settings.full else settings.learning_rate, max_length=reranker_max_length(settings),
         dtype=settings.dtype, trust_remote_code=settings.trust_remote_code, allow_pickle=settings.allow_pickle,
         epochs=settings.epochs, max_steps=settings.max_steps, batch_size=settings.batch_size, seed=settings.seed,
-        save_steps=settings.save_steps, logging_steps=settings.logging_steps, show_progress=settings.show_progress)
+        save_steps=settings.save_steps, logging_steps=settings.logging_steps, show_progress=settings.show_progress,
+        gradient_checkpointing=settings.gradient_checkpointing)
     return {"steps": result.global_step,
             "final_loss": None if result.final_loss is None else round(result.final_loss, 6),
             "loss_history": [[int(s), float(v)] for s, v in result.loss_history],

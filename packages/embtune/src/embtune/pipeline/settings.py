@@ -104,6 +104,9 @@ class TrainSettings(LoadSettings):
                                        "own layers).")
     qlora: bool = option(False, "4-bit base (bitsandbytes nf4) + LoRA.")
     full: bool = option(False, "Train every weight instead of a LoRA adapter.")
+    gradient_checkpointing: bool = option(TrainConfig.gradient_checkpointing, "Recompute each layer's "
+                                          "activations in the backward instead of keeping them: less memory, "
+                                          "about one more forward per step; same result.")
     seed: int = option(TrainConfig.seed, "Seed of the batch order, the held-out split and the pair builders.")
     save_steps: int | None = option(TrainConfig.save_steps, "Checkpoint every N steps (None: each epoch); a rerun "
                                                             "resumes from the newest.")
@@ -141,7 +144,8 @@ class TrainSettings(LoadSettings):
         return TrainConfig(output_dir=str(output_dir), epochs=self.epochs, max_steps=self.max_steps,
                            batch_size=self.batch_size, learning_rate=self.learning_rate, seed=self.seed,
                            save_steps=self.save_steps, logging_steps=self.logging_steps,
-                           show_progress=self.show_progress, matryoshka_dims=self.matryoshka_dims)
+                           show_progress=self.show_progress, matryoshka_dims=self.matryoshka_dims,
+                           gradient_checkpointing=self.gradient_checkpointing)
 
 
 @dataclass(kw_only=True)

@@ -136,7 +136,7 @@ def model_stages(pipe: "Pipeline") -> dict[str, Any]:
     ts = train_settings(settings, n_pairs)
     weights = pipe.path(ts.weights_folder())
     train_keys = {f.name: getattr(ts, f.name) for f in fields(TrainSettings)
-                  if f.name not in ("show_progress", "save_steps")}
+                  if f.name not in ("show_progress", "save_steps", "gradient_checkpointing")}  # same result
     info["train"] = pipe.stage("train", {"pairs": pairs, "model": model_key}, train_keys, [ts.weights_folder()],
                                lambda: train_stage(pairs, pipe.dir, ts),
                                before_run=lambda key: _clear_stale_checkpoints(pipe, key))

@@ -113,6 +113,14 @@ class TrainConfig:
     show_progress: bool = True
     """Show tqdm progress bars (tokenisation and training, with loss and learning rate)."""
 
+    gradient_checkpointing: bool = False
+    """Activation checkpointing: keep one hidden state per transformer layer in the forward and
+    recompute the rest during the backward (transformers' own, non-reentrant), for less memory at
+    about one more forward per step. Losses and gradients are unchanged, so a run may be resumed with
+    it switched either way. Switched off again when training ends. ConfigError (when training starts)
+    for a model transformers cannot checkpoint, e.g. MPNet. See
+    ``embtune.training.activation_checkpointing``."""
+
     loss_kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments for the loss when ``loss`` is a name or a callable."""
 
@@ -145,7 +153,7 @@ class TrainConfig:
         _check_int("save_steps", self.save_steps, 1, allow_none=True)
         _check_int("save_total_limit", self.save_total_limit, 1, allow_none=True)
         _check_int("logging_steps", self.logging_steps, 1)
-        for name in ("resume", "show_progress"):
+        for name in ("resume", "show_progress", "gradient_checkpointing"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"TrainConfig.{name} must be True or False, got {getattr(self, name)!r}")
         if not isinstance(self.loss_kwargs, dict):

@@ -28,7 +28,8 @@ micro-batches, forward the loss and backward ``loss / n`` (the gradient is the m
 micro-batches; in-batch negatives stay within a micro-batch); check the loss and gradient norm are
 finite (else TrainingError naming the step, the last good checkpoint untouched); clip; AdamW step.
 Then log, evaluate and checkpoint when due, in that order, so a checkpoint holds the history up to
-and including its own step.
+and including its own step. With ``TrainConfig.gradient_checkpointing`` the transformer layers are
+checkpointed for the duration of the loop (``embtune.training.activation_checkpointing``).
 
 Under torchrun / ``accelerate launch`` (``WORLD_SIZE > 1``) every process runs this loop on its
 shard of each global batch, gradients are averaged across processes before clipping, and only
@@ -53,6 +54,7 @@ from tqdm.auto import tqdm
 from embtune.errors import ConfigError, TrainingError
 from embtune.losses.gather import count_gathers, local_negatives
 from embtune.rerankers.loading import is_reranker
+from embtune.training.activation_checkpointing import activation_checkpointing, checkpointable_models
 from embtune.training.batching import BatchPlanner, intern_rows, steps_in_epoch
 from embtune.training.checkpoint import (
     Progress,
@@ -193,6 +195,8 @@ class _Run:
         if self.parallel is not None:
             self._place_on_own_device()
         self.params = trainable_parameters(model, loss_fn)
+        if config.gradient_checkpointing:
+            checkpointable_models(model)  # an unsupported model fails here, before any work
         self.texts, self.row_ids = intern_rows(rows.text_rows)
         self.roles = [QUERY] + [DOCUMENT] * (len(rows.text_columns) - 1)
         self.text_inputs = is_reranker(model)  # a cross-encoder loss takes the texts and tokenises the pairs
@@ -209,6 +213,8 @@ class _Run:
         self.resumed_from: Path | None = None
 
     def _fingerprint(self, loss_name: str) -> dict[str, Any]:
+        """What a checkpoint must share with this run to be resumed by it. Settings that do not change
+        the numbers (gradient_checkpointing, progress bars, evaluation, saving) are left out."""
         config, rows = self.config, self.rows
         return {
             "model": model_identity(self.model),
@@ -293,7 +299,8 @@ class _Run:
             if self.progress.global_step < self.total:
                 loop_started = time.perf_counter()
                 try:
-                    samples = self._loop()
+                    with activation_checkpointing(self.model, self.config.gradient_checkpointing):
+                        samples = self._loop()
                 except TrainingError as err:
                     self._write_summary("failed", error=str(err))
                     raise
