@@ -1,21 +1,31 @@
-"""CPU training speed: embtune against sentence-transformers + PEFT, every number from one run.
+"""Training speed: embtune against sentence-transformers + PEFT, every number from one run.
 
-    python examples/benchmarks/train_speed.py                       # the README table (~30-60 min)
+    python examples/benchmarks/train_speed.py                       # the README table (CPU)
     python examples/benchmarks/train_speed.py --rows minilm         # MiniLM rows only
+    python examples/benchmarks/train_speed.py --rows minilm --only "(reference),CachedMNRL,torch_compile"
     python examples/benchmarks/train_speed.py --max-load 1.5 --json out.json
     python examples/benchmarks/train_speed.py --device cuda --max-load 100   # GPU table (GPU_ROWS)
+    python examples/benchmarks/train_speed.py --device cuda --dry-run        # list the rows, run nothing
 
-``--device cuda`` runs ``GPU_ROWS`` instead: sentence-transformers + PEFT (bf16 autocast, SDPA, in
-this script: the shared baseline script is CPU-only) against embtune with its Triton kernels and with
-them off (``EMBTUNE_KERNELS=torch``), on the same pairs; matmul peaks and loss costs are measured on the GPU.
+``--device cuda`` runs ``GPU_ROWS`` instead, every model at --pairs/--batch-size/--max-len: ST + PEFT
+(trainer bf16 autocast, SDPA; built in this script, the shared baseline script is CPU-only) against
+embtune with its Triton kernels and with them off (``EMBTUNE_KERNELS=torch``), on MiniLM, the
+BERT-base-sized model and the Qwen3-0.6B-shaped decoder (ST + PEFT there: LoRA on
+q/k/v/o/gate/up/down_proj, last-token pooling, bf16 frozen weights, embtune's query instruction), plus
+ST with ``attn_implementation="flash_attention_2"`` (ST then packs inputs without padding) where the
+``flash_attn`` package is installed; matmul peaks and loss costs are measured on the GPU.
 
 What one run does:
 
 1. Measures the bf16 and fp32 matmul rate of this machine on MiniLM's linear shapes (8,192 tokens x
    384->384, 384->1536, 1536->384); the best bf16 rate is the peak that MFU is quoted against.
-2. Runs ``shared/bench/st_baseline.py`` (ST trainer + PEFT LoRA r16 on query/key/value/dense,
-   MultipleNegativesRankingLoss) in fp32 and with ``--bf16``, on the embedded all-MiniLM-L6-v2 and the
-   first N SciFact train pairs.
+2. sentence-transformers rows on the embedded all-MiniLM-L6-v2 and the first N SciFact train pairs:
+   ``shared/bench/st_baseline.py`` (ST trainer + PEFT LoRA r16 on query/key/value/dense,
+   MultipleNegativesRankingLoss) in fp32 (the reference) and with ``--bf16``; then the same setup built
+   in ``st_rows.py`` with ST's own speed settings: ``CachedMultipleNegativesRankingLoss`` with
+   ``mini_batch_num_tokens=4096`` (GradCache mini-batches packed by a budget of real tokens, trailing
+   padding trimmed per mini-batch) in fp32 and with the trainer's ``bf16=True``, and the trainer's
+   ``torch_compile=True`` in fp32 and bf16 (compilation is inside the timed epoch, as a user pays it).
 3. Runs embtune on the same pairs, batch size, max length and LoRA (r16, alpha 32, every body linear,
    InfoNCE scale 20, lr 2e-4, no warm-up, no weight decay, like the baseline's trainer defaults)
    through ``embtune.train``, one row per speed step, plus ST's ``SentenceTransformerTrainer`` on a
@@ -23,21 +33,27 @@ What one run does:
 4. Repeats a few rows on a BERT-base-sized random-init model (BertConfig defaults, MiniLM's
    tokenizer) and on a Qwen3-0.6B-shaped random-init decoder (hidden 1024, 28 layers, 16 heads, 8 KV
    heads, intermediate 3072; MiniLM's tokenizer with [SEP] as EOS) with fewer pairs and a shorter
-   max length (see ``MODELS``); the decoder gets LoRA and QLoRA rows and no ST baseline (its script
-   targets BERT module names).
+   max length (see ``MODELS``); the decoder gets LoRA and QLoRA rows and no ST row on CPU (the shared
+   script targets BERT module names).
 
 Every configuration runs in its own subprocess, so peak RSS is that configuration's alone. Before each
 row the script waits (up to ``--wait-minutes``) for the 1-minute load average to fall below
-``--max-load``, and prints the load at start and end of every row: the machine is shared.
+``--max-load``, and prints the load at start and end of every row: the machine is shared. A row that
+fails is reported and skipped (exit status 1 at the end); ``--time-budget`` stops starting rows after
+that many seconds and still prints the table; a row whose ``needs`` package is missing is skipped.
 
 Counting: pairs/s and real tokens/s (tokens after truncation, no padding) over the whole training
-call (tokenisation and the final checkpoint included). The loss column is the mean training loss
+call (tokenisation and the final checkpoint included). "vs ST ref" is against the model's reference
+row (ST + PEFT fp32 on CPU, bf16 autocast on GPU); "vs ST best" against the fastest
+sentence-transformers row (shared script or ``st_rows``) of that model in the same run, named under
+the table. The loss column is the mean training loss
 over the epoch's steps (embtune's batches never hold the same text twice, so SciFact's repeated
 queries/documents give it a step or two more than ST's trainer; the baseline script logs no loss).
 FLOPs per step are the useful ones: linear
 layers ``2 * params * tokens`` forward and as much again backward (input gradients only: the base is
 frozen), LoRA ``6 * r * (in + out) * tokens``, attention ``4 * L^2 * d`` per text and layer forward
-(halved for causal) and twice that backward. MFU = useful FLOP/s / measured bf16 peak.
+(halved for causal) and twice that backward; GradCache's second forward is not useful work.
+MFU = useful FLOP/s / measured bf16 peak (meaningless where bf16 matmuls are emulated and slower than fp32).
 """
 from __future__ import annotations
 
@@ -55,10 +71,9 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO / ".." / "shared"
-BASELINE = SHARED / "bench" / "st_baseline.py"
-DATA = SHARED / "data" / "scifact"
+import st_rows  # noqa: E402  (sibling module: the sentence-transformers rows)
+from step_profile import PROFILE_ROWS, profile_groups  # noqa: E402
+from st_rows import BASELINE, DEFAULT_TOKEN_BUDGET  # noqa: E402
 
 MODELS = {  # name -> (pairs, batch, max_len); --pairs/--batch-size/--max-len set the MiniLM ones
     "minilm": None,
@@ -66,25 +81,43 @@ MODELS = {  # name -> (pairs, batch, max_len); --pairs/--batch-size/--max-len se
     "qwen3-0.6b": (32, 16, 128),
 }
 
-# Rows: (model, label, settings). kind "st" runs the shared baseline script; "embtune" embtune.train;
-# "st-trainer" ST's trainer on a FastSentenceTransformer.
+# Rows: (model, label, settings). kind "st" runs the shared baseline script; "st-peft" the same ST + PEFT
+# setup built in this script, with ST's own speed settings (st_rows.py); no kind: embtune.train;
+# "st-trainer" ST's trainer on a FastSentenceTransformer. "reference" marks the "vs ST ref" row; every
+# "st"/"st-peft" row competes for "vs ST best"; "needs" names a package without which the row is skipped;
+# "fast_bf16" rows run bf16 matmuls on the CPU and are skipped where embtune measured bf16 to be slow
+# (CPUs without AMX/AVX512-bf16 emulate it, ~50x slower than fp32: such a row would take hours).
+CACHED = {"kind": "st-peft", "loss": "cached", "tokens": DEFAULT_TOKEN_BUDGET}
 ROWS = [
-    ("minilm", "ST + PEFT, fp32 (reference)", {"kind": "st"}),
-    ("minilm", "ST + PEFT, trainer bf16 autocast", {"kind": "st", "bf16": True}),
-    ("minilm", "embtune: bf16 frozen weights, padded, PEFT LoRA",
+    ("minilm", "ST + PEFT, fp32 (reference)", {"kind": "st", "reference": True}),
+    ("minilm", "ST + PEFT, trainer bf16 autocast", {"kind": "st", "bf16": True, "fast_bf16": True}),
+    ("minilm", f"ST + PEFT, CachedMNRL mini_batch_num_tokens={DEFAULT_TOKEN_BUDGET} (fp32)", CACHED),
+    ("minilm", f"ST + PEFT, CachedMNRL mini_batch_num_tokens={DEFAULT_TOKEN_BUDGET} + trainer bf16",
+     {**CACHED, "bf16": True, "fast_bf16": True}),
+    ("minilm", "ST + PEFT, trainer torch_compile=True (fp32)", {"kind": "st-peft", "compile": True}),
+    ("minilm", "ST + PEFT, trainer torch_compile=True + bf16",
+     {"kind": "st-peft", "compile": True, "bf16": True, "fast_bf16": True}),
+    ("minilm", "embtune: frozen weights in the measured fast dtype, padded, PEFT LoRA",
      {"packing": False, "lora": "peft", "dropout": "torch"}),
-    ("minilm", "  + padding-free packing (bucketed SDPA, fp32 attention)",
-     {"lora": "peft", "attention_dropout": None, "dropout": "torch"}),
-    ("minilm", "  + fused exact LoRA", {"lora": "exact", "attention_dropout": None, "dropout": "torch"}),
-    ("minilm", "  + attention-probability dropout off", {"lora": "exact", "dropout": "torch"}),
-    ("minilm", "  + fast dropout masks", {"lora": "exact"}),
-    ("minilm", "  + LoRA branch in bf16 (default)", {}),
-    ("minilm", "  same, per-sequence SDPA", {"attention": "sequence"}),
-    ("minilm", "  same, eager attention", {"attention": "eager"}),
+    ("minilm", "  + padding-free packing (bucketed SDPA)",
+     {"lora": "peft", "attention_dropout": None, "dropout": "torch", "attention": "bucket"}),
+    ("minilm", "  + fused exact LoRA",
+     {"lora": "exact", "attention_dropout": None, "dropout": "torch", "attention": "bucket"}),
+    ("minilm", "  + attention-probability dropout off", {"lora": "exact", "dropout": "torch", "attention": "bucket"}),
+    ("minilm", "  + fast dropout masks", {"lora": "exact", "attention": "bucket"}),
+    ("minilm", "  + LoRA branch in the base dtype", {"attention": "bucket"}),
+    ("minilm", "  + attention measured per machine (\"auto\") = embtune default", {}),
+    ("minilm", "  default, attention per-sequence SDPA", {"attention": "sequence"}),
+    ("minilm", "  default, attention matmul (saves P)", {"attention": "matmul"}),
+    ("minilm", "  default, attention matmul (recomputes P)", {"attention": "matmul-recompute"}),
+    ("minilm", "  default, eager attention", {"attention": "eager"}),
+    ("minilm", "embtune, bf16 weights + bf16 matmul attention (the AMX path)",
+     {"dtype": "bf16", "attention": "matmul", "fast_bf16": True}),
     ("minilm", "embtune default, fp32 weights", {"dtype": "fp32"}),
+    ("minilm", "embtune default, bf16 weights", {"dtype": "bf16", "fast_bf16": True}),
     ("minilm", "embtune default, GradCache (mini-batch 8)", {"loss": "cached"}),
     ("minilm", "ST trainer on FastSentenceTransformer (default)", {"kind": "st-trainer"}),
-    ("bert-base", "ST + PEFT, fp32 (reference)", {"kind": "st"}),
+    ("bert-base", "ST + PEFT, fp32 (reference)", {"kind": "st", "reference": True}),
     ("bert-base", "embtune default", {}),
     ("bert-base", "embtune, exact fp32 LoRA branch", {"lora": "exact"}),
     ("qwen3-0.6b", "embtune LoRA, padded", {"packing": False}),
@@ -92,14 +125,21 @@ ROWS = [
     ("qwen3-0.6b", "embtune QLoRA (nf4)", {"qlora": True}),
 ]
 
-# Rows of ``--device cuda``: kind "st-peft" is ST + PEFT on the GPU (bf16 autocast, SDPA attention);
-# "kernels": "torch" runs embtune with EMBTUNE_KERNELS=torch (PyTorch references instead of Triton).
+# Rows of ``--device cuda`` (every model at --pairs/--batch-size/--max-len): kind "st-peft" is ST + PEFT
+# on the GPU (trainer bf16 autocast, SDPA; on the Qwen3-shaped decoder LoRA on q/k/v/o/gate/up/down_proj,
+# last-token pooling); "kernels": "torch" runs embtune with EMBTUNE_KERNELS=torch. The core rows run first,
+# so a --time-budget cut drops extras; the table still groups rows by model.
+GPU_MODELS = ("minilm", "bert-base", "qwen3-0.6b")
 GPU_ROWS = [
-    (name, label, settings) for name in ("minilm", "bert-base") for label, settings in (
-        ("ST + PEFT, bf16 autocast, SDPA (reference)", {"kind": "st-peft"}),
+    (name, label, settings) for name in GPU_MODELS for label, settings in (
+        ("ST + PEFT, bf16 autocast, SDPA (reference)", {"kind": "st-peft", "bf16": True, "reference": True}),
         ("embtune default (Triton kernels)", {}),
         ("embtune default, kernels off (EMBTUNE_KERNELS=torch)", {"kernels": "torch"}),
     )
+] + [
+    (name, "ST + PEFT, bf16 autocast, flash_attention_2 padding-free (unpad_inputs)",
+     {"kind": "st-peft", "bf16": True, "attention": "flash_attention_2", "needs": "flash_attn"})
+    for name in GPU_MODELS
 ]
 
 
@@ -110,7 +150,7 @@ def load_pairs(n: int) -> list[tuple[str, str]]:
     spec = importlib.util.spec_from_file_location("st_baseline", BASELINE)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.load_pairs(str(DATA), n)
+    return module.load_pairs(str(st_rows.DATA), n)
 
 
 def model_folder(name: str, work: Path) -> str:
@@ -229,16 +269,6 @@ def loss_costs(dim: int = 384, repeats: int = 20, device: str = "cpu") -> dict[s
     return out
 
 
-PROFILE_GROUPS = (  # (group, substrings of op names), first match wins; the rest is "other"
-    ("linear layers (mm/addmm)", ("aten::mm", "aten::addmm", "aten::bmm")),
-    ("attention (SDPA fwd+bwd)", ("scaled_dot_product",)),
-    ("dropout masks", ("keep_mask", "bernoulli", "aten::where")),
-    ("dtype casts (copy_)", ("aten::copy_",)),
-    ("GELU, LayerNorm, residual adds", ("gelu", "layer_norm", "aten::add", "aten::mul")),
-    ("pack/unpack (index_select/scatter)", ("index_select", "scatter", "aten::cat", "index_put")),
-)
-
-
 def profile_step(spec: dict, rows: int = 25) -> str:
     """torch.profiler table (self CPU time) of one InfoNCE training step of ``spec``'s configuration,
     preceded by the step's wall time and its self time summed into ``PROFILE_GROUPS``."""
@@ -256,16 +286,27 @@ def profile_step(spec: dict, rows: int = 25) -> str:
             loss(features).backward()
         wall = time.perf_counter() - start
         model.zero_grad(set_to_none=True)
-    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
-    total = sum(e.self_cpu_time_total for e in events)
-    groups = dict.fromkeys([g for g, _ in PROFILE_GROUPS] + ["other"], 0.0)
-    for event in events:
-        group = next((g for g, keys in PROFILE_GROUPS if any(k in event.key for k in keys)), "other")
-        groups[group] += event.self_cpu_time_total
+    groups = profile_groups(prof.events())
+    total = sum(groups.values())
     lines = [f"step wall time {wall * 1000:.0f} ms (profiled); self CPU time by group:", "",
              "| group | ms | share |", "|---|---|---|"]
     lines += [f"| {g} | {t / 1000:.0f} | {100 * t / total:.1f}% |" for g, t in groups.items()]
     return "\n".join(lines) + "\n\n" + prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+
+
+def attention_choice_of_minilm() -> str:
+    """Measure (or read from embtune's cache) the "auto" attention choice for MiniLM's heads in training,
+    before any row is timed, so no row pays for the one-off measurement. Out: the choice and its timings."""
+    import torch
+    from embtune.device import fast_dtype
+    from embtune.models.attention_choice import entry_name
+    from embtune.models.varlen_attention import choose_attention
+    from embtune.utils import tuning
+
+    dtype = fast_dtype("cpu")
+    impl = choose_attention(12, 12, 32, dtype, torch.device("cpu"), causal=False, training=True)
+    entry = tuning.measured(entry_name(12, 12, 32, dtype, causal=False, training=True), "cpu", lambda: None)
+    return f"{impl} (weights {dtype}; ms per candidate: {entry['ms']}; cache {tuning.cache_dir()})"
 
 
 def _timed(fn, *args) -> float:
@@ -282,7 +323,11 @@ def _timed(fn, *args) -> float:
 # ----------------------------------------------------------------------------- one configuration
 
 def worker(spec: dict) -> dict:
-    """Run one configuration (in its own process) and return its measurements."""
+    """Run one configuration (in its own process) and return its measurements.
+
+    In: ``{"folder", "pairs", "batch", "max_len", "settings", "device"}``. Out: seconds, pairs, steps,
+    real tokens, useful FLOPs, mean loss, peak RSS (plus st_rows.train_st's extras for ST rows).
+    """
     import torch
     from embtune import TrainConfig, train
     from embtune.losses import CachedInfoNCELoss, InfoNCELoss
@@ -293,13 +338,14 @@ def worker(spec: dict) -> dict:
     settings = spec["settings"]
     if settings.get("kernels"):
         os.environ["EMBTUNE_KERNELS"] = settings["kernels"]
-    model = _st_peft_model(spec) if settings.get("kind") == "st-peft" else _load_model(spec)
+    model = st_rows.st_peft_model(spec) if settings.get("kind") == "st-peft" else _load_model(spec)
     prompts = [role_prompt(model, QUERY), role_prompt(model, DOCUMENT)]  # as embtune.train embeds them
     texts = [model.tokenizer((prompt or "") + t)["input_ids"] for pair in pairs for prompt, t in zip(prompts, pair)]
     real_tokens = [min(len(ids), spec["max_len"]) for ids in texts]
     flops = useful_flops(model, real_tokens)
+    extras = {}
     if settings.get("kind") in ("st-trainer", "st-peft"):
-        seconds, mean_loss, steps = _st_trainer(model, pairs, spec, bf16=settings.get("kind") == "st-peft")
+        seconds, mean_loss, steps, extras = st_rows.train_st(model, pairs, spec)
     else:
         loss = (CachedInfoNCELoss(model, scale=20.0, mini_batch_size=8) if settings.get("loss") == "cached"
                 else InfoNCELoss(model, scale=20.0))
@@ -313,7 +359,7 @@ def worker(spec: dict) -> dict:
         mean_loss, steps = sum(losses) / len(losses), result.global_step
     return {"seconds": seconds, "pairs": len(pairs), "steps": steps, "real_tokens": sum(real_tokens),
             "flops": flops, "mean_loss": mean_loss,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **extras}
 
 
 def _load_model(spec: dict):
@@ -326,7 +372,7 @@ def _load_model(spec: dict):
         spec["folder"], max_seq_length=spec["max_len"], dtype=settings.get("dtype"),
         device=spec.get("device"),
         load_in_4bit=settings.get("qlora", False), packing=settings.get("packing", True),
-        attention=settings.get("attention", "bucket"))
+        attention=settings.get("attention", "auto"))
     model = FastSentenceTransformer.get_peft_model(model, r=16, lora_alpha=32,
                                                    lora_compute=settings.get("lora", "bf16"))
     if "attention_dropout" in settings:
@@ -334,57 +380,6 @@ def _load_model(spec: dict):
     if settings.get("dropout") == "torch":  # PyTorch's own dropout masks instead of FastDropout's
         use_fast_dropout(model[0].auto_model, enabled=False)
     return model
-
-
-def _st_peft_model(spec: dict):
-    """Plain sentence-transformers + PEFT LoRA as shared/bench/st_baseline.py builds it (r16, alpha 32,
-    query/key/value/dense), on ``spec["device"]`` with SDPA attention."""
-    from peft import LoraConfig, TaskType
-    from sentence_transformers import SentenceTransformer
-
-    model = SentenceTransformer(spec["folder"], device=spec.get("device") or "cpu",
-                                model_kwargs={"attn_implementation": "sdpa"})
-    model.max_seq_length = spec["max_len"]
-    model.add_adapter(LoraConfig(task_type=TaskType.FEATURE_EXTRACTION, r=16, lora_alpha=32, lora_dropout=0.0,
-                                 target_modules=["query", "key", "value", "dense"]))
-    return model
-
-
-def _st_trainer(model, pairs, spec, bf16: bool = False) -> tuple[float, float, int]:
-    """Train with ST's SentenceTransformerTrainer as the baseline script does (on ``spec["device"]``,
-    bf16 autocast if ``bf16``); (seconds, mean loss, steps)."""
-    from datasets import Dataset
-    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments, losses
-
-    data = Dataset.from_dict({"anchor": [q for q, _ in pairs], "positive": [d for _, d in pairs]})
-    with tempfile.TemporaryDirectory() as out:
-        args = SentenceTransformerTrainingArguments(
-            output_dir=out, per_device_train_batch_size=spec["batch"], num_train_epochs=1, learning_rate=2e-4,
-            use_cpu=(spec.get("device") or "cpu") == "cpu", bf16=bf16, report_to=[], save_strategy="no",
-            logging_steps=1, dataloader_num_workers=0,
-            disable_tqdm=True, seed=0)
-        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=data,
-                                             loss=losses.MultipleNegativesRankingLoss(model))
-        start = time.perf_counter()
-        output = trainer.train()
-        seconds = time.perf_counter() - start
-    return seconds, output.training_loss, trainer.state.global_step
-
-
-def run_baseline_script(folder: str, pairs: int, batch: int, max_len: int, bf16: bool) -> dict:
-    """Run shared/bench/st_baseline.py in a subprocess and parse its BASELINE line."""
-    cmd = [sys.executable, str(BASELINE), "--model", folder, "--data", str(DATA), "--pairs", str(pairs),
-           "--batch-size", str(batch), "--max-len", str(max_len)] + (["--bf16"] if bf16 else [])
-    with tempfile.TemporaryDirectory() as cwd:  # the script writes st_baseline_out/ into its cwd
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, check=False)
-    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("BASELINE")), None)
-    if line is None:
-        raise RuntimeError(f"st_baseline.py failed:\n{proc.stderr[-3000:]}")
-    fields = dict(item.split("=", 1) for item in line.split()[2:])
-    seconds = float(fields["seconds"])
-    return {"seconds": seconds, "pairs": int(fields["pairs"]), "steps": None, "flops": None,
-            "real_tokens": round(float(fields["real_tokens_per_s"]) * seconds),
-            "peak_rss_mb": float(fields["peak_rss_mb"]), "mean_loss": None}
 
 
 # ----------------------------------------------------------------------------- driver
@@ -398,57 +393,94 @@ def wait_for_load(max_load: float, minutes: float) -> float:
 
 
 def run_row(model_name: str, label: str, settings: dict, sizes: tuple[int, int, int], folder: str,
-            args) -> dict:
-    """Run one row in a fresh subprocess; returns its measurements plus load averages."""
+            args, timeout: float | None = None) -> dict:
+    """Run one row in a fresh subprocess; returns its measurements plus load averages.
+
+    Raises RuntimeError (with the row's stderr tail) if it fails, subprocess.TimeoutExpired after
+    ``timeout`` seconds (None: no limit).
+    """
     pairs, batch, max_len = sizes
     load_start = wait_for_load(args.max_load, args.wait_minutes)
     if settings.get("kind") == "st":
-        result = run_baseline_script(folder, pairs, batch, max_len, settings.get("bf16", False))
+        result = st_rows.run_baseline_script(folder, pairs, batch, max_len, settings.get("bf16", False),
+                                             timeout)
     else:
         spec = {"folder": folder, "pairs": pairs, "batch": batch, "max_len": max_len, "settings": settings,
                 "device": args.device}
         proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True,
-                              text=True, check=False)
+                              text=True, check=False, timeout=timeout)
         line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
         if line is None:
             raise RuntimeError(f"{label} failed:\n{proc.stderr[-3000:]}")
         result = json.loads(line[len("RESULT "):])
     result.update(model=model_name, label=label, load_start=load_start, load_end=os.getloadavg()[0],
-                  sizes=list(sizes))
+                  sizes=list(sizes), st=st_rows.is_st_row(settings),
+                  reference=bool(settings.get("reference")))
     return result
 
 
 def print_table(results: list[dict], peaks: dict) -> None:
-    """Print the Markdown table: one block per model, ratios against that model's ST rows."""
+    """Print the Markdown table: one block per model, ratios against that model's ST rows.
+
+    "vs ST ref" divides by the model's reference row (ST + PEFT fp32 on CPU, bf16 autocast on GPU);
+    "vs ST best" by the fastest sentence-transformers row of that model in this run (kinds st/st-peft),
+    whose label is printed under the table.
+    """
     peak = peaks["bf16"]["peak"] * 1e9
     for r in results:  # the baseline script counts no FLOPs: same model and data as the embtune rows
         if r.get("flops") is None:
             r["flops"] = next((o["flops"] for o in results if o["model"] == r["model"] and o.get("flops")), None)
     print(f"\nbf16 matmul peak (MiniLM shapes): {peaks['bf16']['peak']:.0f} GFLOP/s; fp32: "
           f"{peaks['fp32']['peak']:.0f} GFLOP/s  ({', '.join(f'{k} {v:.0f}' for k, v in peaks['bf16'].items())})")
-    print("| model | configuration | pairs/s | real tok/s | vs ST fp32 | vs ST best | MFU (bf16 peak) | "
+    print("| model | configuration | pairs/s | real tok/s | vs ST ref | vs ST best | MFU (bf16 peak) | "
           "peak RSS | mean train loss (steps) | load start/end |")
     print("|---|---|---|---|---|---|---|---|---|---|")
+    best_labels = []
     for model_name in MODELS:
         rows = [r for r in results if r["model"] == model_name]
         if not rows:
             continue
-        st = [r for r in rows if r["label"].startswith("ST + PEFT")]
-        st_fp32 = next((r["pairs"] / r["seconds"] for r in st if "fp32" in r["label"]), None)
-        st_best = max((r["pairs"] / r["seconds"] for r in st), default=None)
+        st = [r for r in rows if r.get("st")]
+        st_ref = next((r["pairs"] / r["seconds"] for r in st if r.get("reference")), None)
+        best = max(st, key=lambda r: r["pairs"] / r["seconds"], default=None)
+        st_best = best["pairs"] / best["seconds"] if best else None
+        if best:
+            best_labels.append(f"{model_name}: {best['label']} ({st_best:.2f} pairs/s)")
         pairs, batch, max_len = rows[0]["sizes"]
         for r in rows:
             rate = r["pairs"] / r["seconds"]
             mfu = r["flops"] / r["seconds"] / peak if r.get("flops") else None
             loss = f"{r['mean_loss']:.3f} ({r['steps']})" if r.get("mean_loss") is not None else "—"
             print(f"| {model_name} ({pairs} pairs, bs {batch}, len {max_len}) | {r['label']} | {rate:.2f} | "
-                  f"{r['real_tokens'] / r['seconds']:.0f} | {_ratio(rate, st_fp32)} | {_ratio(rate, st_best)} | "
+                  f"{r['real_tokens'] / r['seconds']:.0f} | {_ratio(rate, st_ref)} | {_ratio(rate, st_best)} | "
                   f"{'—' if mfu is None else f'{100 * mfu:.1f}%'} | {r['peak_rss_mb'] / 1024:.2f} GB | {loss} | "
                   f"{r['load_start']:.2f}/{r['load_end']:.2f} |")
+    if best_labels:
+        print("\nST best (fastest sentence-transformers row of this run): " + "; ".join(best_labels))
 
 
 def _ratio(rate: float, reference: float | None) -> str:
     return f"{rate / reference:.2f}x" if reference else "—"
+
+
+def select_rows(args) -> list[tuple[str, str, dict, tuple[int, int, int]]]:
+    """The rows ``args`` select: (model, label, settings, (pairs, batch, max_len)), in run order.
+
+    CPU: ``ROWS`` with ``MODELS``' sizes (MiniLM: --pairs/--batch-size/--max-len); ``--device cuda``:
+    ``GPU_ROWS``, every model at --pairs/--batch-size/--max-len. ``--rows`` picks models, ``--only``
+    keeps rows whose label contains one of its comma-separated strings.
+    """
+    chosen = [m.strip() for m in args.rows.split(",") if m.strip()]
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    gpu = args.device == "cuda"
+    selected = []
+    for model_name, label, settings in (GPU_ROWS if gpu else ROWS):
+        if model_name not in chosen or (only and not any(s in label for s in only)):
+            continue
+        sizes = (args.pairs, args.batch_size, args.max_len) if gpu or MODELS[model_name] is None \
+            else MODELS[model_name]
+        selected.append((model_name, label, settings, sizes))
+    return selected
 
 
 def main() -> None:
@@ -467,14 +499,25 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
                         help="cuda: the GPU table (GPU_ROWS, see the module docstring) instead of the CPU one")
     parser.add_argument("--profile", action="store_true",
-                        help="also print torch.profiler tables of one MiniLM step (default and exact-LoRA rows)")
+                        help="also print torch.profiler tables of one MiniLM step (PROFILE_ROWS)")
     parser.add_argument("--profile-worker", help=argparse.SUPPRESS)
+    parser.add_argument("--time-budget", type=float, default=0.0,
+                        help="seconds: start no row after this (0: no limit); a row started late is "
+                             "stopped at the budget plus 30 s. The table of the rows done is still printed")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the selected rows (sizes, settings, skips) and exit; runs nothing")
     args = parser.parse_args()
     if args.worker:
         print("RESULT " + json.dumps(worker(json.loads(args.worker))), flush=True)
         return
     if args.profile_worker:
         print(profile_step(json.loads(args.profile_worker)), flush=True)
+        return
+    selected = select_rows(args)
+    if args.dry_run:
+        for model_name, label, settings, sizes in selected:
+            skip = st_rows.skip_reason(settings)
+            print(f"{model_name} {sizes}: {label} {settings}" + (f"  [skipped: {skip}]" if skip else ""))
         return
 
     import platform
@@ -483,6 +526,7 @@ def main() -> None:
 
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("train_speed.py --device cuda: CUDA is not available on this machine")
+    started = time.perf_counter()
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     with open("/proc/cpuinfo", encoding="utf-8") as fh:
@@ -495,27 +539,39 @@ def main() -> None:
     peaks = matmul_peaks(device=args.device)
     print(f"matmul GFLOP/s: {json.dumps({k: {s: round(v) for s, v in d.items()} for k, d in peaks.items()})}",
           flush=True)
+    if args.device == "cpu" and any("minilm" == row[0] for row in selected):
+        print(f"attention choice (measured once, cached): {attention_choice_of_minilm()}", flush=True)
     costs = loss_costs(device=args.device)
     print(f"InfoNCE fwd+bwd ms: {json.dumps({k: round(v, 2) for k, v in costs.items()})}", flush=True)
-    chosen = [m.strip() for m in args.rows.split(",") if m.strip()]
-    only = [s.strip() for s in args.only.split(",") if s.strip()]
-    results = []
-    for model_name, label, settings in (GPU_ROWS if args.device == "cuda" else ROWS):
-        if model_name not in chosen or (only and not any(s in label for s in only)):
+    results, failed = [], []
+    for model_name, label, settings, sizes in selected:
+        elapsed = time.perf_counter() - started
+        skip = st_rows.skip_reason(settings)
+        if args.time_budget and elapsed > args.time_budget:
+            skip = f"time budget of {args.time_budget:.0f} s spent"
+        if skip:
+            print(f"[{time.strftime('%H:%M:%S')}] {model_name}: {label}: skipped ({skip})", flush=True)
             continue
-        sizes = MODELS[model_name] or (args.pairs, args.batch_size, args.max_len)
         folder = model_folder(model_name, work)
         print(f"[{time.strftime('%H:%M:%S')}] {model_name}: {label} (load {os.getloadavg()[0]:.2f})", flush=True)
-        result = run_row(model_name, label, settings, sizes, folder, args)
+        timeout = args.time_budget - (time.perf_counter() - started) + 30 if args.time_budget else None
+        try:
+            result = run_row(model_name, label, settings, sizes, folder, args, timeout=timeout)
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:  # one broken row does not lose the others
+            print(f"    FAILED: {exc}", flush=True)
+            failed.append(f"{model_name}: {label}")
+            continue
         print(f"    {result['pairs'] / result['seconds']:.2f} pairs/s, {result['seconds']:.1f} s, "
               f"{result['peak_rss_mb'] / 1024:.2f} GB", flush=True)
         results.append(result)
         if args.json:
             Path(args.json).write_text(json.dumps({"peaks": peaks, "results": results}, indent=1))
     print_table(results, peaks)
+    if failed:
+        print("\nFAILED rows: " + "; ".join(failed), flush=True)
     if args.profile:
         folder = model_folder("minilm", work)
-        for label, settings in (("default", {}), ("exact LoRA", {"lora": "exact"})):
+        for label, settings in PROFILE_ROWS:
             spec = {"folder": folder, "pairs": args.pairs, "batch": args.batch_size, "max_len": args.max_len,
                     "settings": settings}
             wait_for_load(args.max_load, args.wait_minutes)
@@ -523,6 +579,8 @@ def main() -> None:
                                   capture_output=True, text=True, check=False)
             print(f"\n### profile of one MiniLM step, {label} settings {settings} (load {os.getloadavg()[0]:.2f})")
             print(proc.stdout or proc.stderr[-3000:])
+    if failed:
+        sys.exit(1)
 
 
 if __name__ == "__main__":
