@@ -198,7 +198,7 @@ def test_embtune_pairs_with_llm_gguf(tiny_gguf, tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output + repr(result.exception)
     built = [json.loads(line) for line in (run / "work" / "pairs.built.jsonl").read_text().splitlines()]
     assert len(built) == 3 and {p["builder"] for p in built} == {"llm"}
-    cached = sorted((tmp_path / "xdg" / "embtune" / "llm").glob("*.json"))
+    cached = sorted((tmp_path / "cache" / "llm").glob("*.json"))
     assert {parse_queries(json.loads(f.read_text())["content"], 1)[0] for f in cached} == {p["query"] for p in built}
 
     def no_generation(*args, **kwargs):
