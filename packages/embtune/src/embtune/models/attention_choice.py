@@ -9,7 +9,8 @@ An implementation is named ``VARIANT`` or ``VARIANT@DTYPE``:
 * ``DTYPE``: ``fp32``, ``bf16`` or ``fp16``, the dtype the attention runs in (default: the dtype of
   the query, i.e. of the model's activations).
 
-``"auto"`` (the default everywhere) times every candidate (a warm-up, then three interleaved rounds),
+``"auto"`` (the default everywhere) times every candidate (an untimed warm-up call and a timed call
+each, then three interleaved rounds of those within 3x of the fastest),
 forward and backward when training (the module is in training mode) and forward only when not, on a
 packed batch of 16 query-length and 16 document-length texts with the model's own head count, head
 size and dtype, and keeps the fastest. A busy machine at that moment gives a warning. The answer is stored by
@@ -171,10 +172,10 @@ def _time_candidates(heads: int, kv_heads: int, head_dim: int, dtype: torch.dtyp
                 torch.cuda.synchronize(device)
 
         runs[str(impl)] = run
-    # Warm-up each once; a candidate 3x slower than the best warm-up is out. Then time the rest in
-    # interleaved rounds, so a burst of load from another process hits every candidate alike.
-    next(iter(runs.values()))()  # one untimed call first: thread pools and allocator warm up here
-    timings = {name: tuning.best_time(run, repeats=0) for name, run in runs.items()}
+    # Each candidate: an untimed first call (thread pools, allocator, per-shape kernels warm up), then
+    # one timed call; a candidate 3x slower than the best is out. The rest are timed in interleaved
+    # rounds, so a burst of load from another process hits every candidate alike.
+    timings = {name: tuning.best_time(run, repeats=1) for name, run in runs.items()}
     contenders = [name for name, ms in timings.items() if ms <= 3 * min(timings.values())]
     for _ in range(3):
         for name in contenders:
